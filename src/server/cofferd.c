@@ -1,0 +1,309 @@
+/*
+ * cofferd.c - the Coffer server: options, store life cycle, signals.
+ *
+ *   cofferd --data DIR [--listen ADDR]... [--config FILE] [--circular-logging]
+ *           [--tls-cert FILE --tls-key FILE] [--password-file FILE]
+ *           [--backup-group NAME]
+ *
+ * Runs in the foreground. Start: create/lock DIR, open the event log, open
+ * the store (crash recovery runs there, with its own event), log "server
+ * started". SIGTERM or SIGINT: checkpoint, mark the store clean, log
+ * "server stopped cleanly", exit 0. A failure at start prints
+ * "cofferd: error: MESSAGE (NAME)", logs event 1002 and exits with the code.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <ini.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <coffer/coffer.h>
+#include <coffer/event.h>
+
+#include "common/err.h"
+#include "common/os.h"
+
+#define MAX_LISTEN 16
+
+struct config {
+	char *data;
+	char *listen[MAX_LISTEN];
+	int nlisten;
+	char *tls_cert, *tls_key, *password_file, *backup_group;
+	int circular_logging;
+	uint64_t cache_bytes;
+	uint32_t page_size;
+	uint32_t log_file_size;
+};
+
+static const char usage_text[] =
+	"usage: cofferd --data DIR [--listen ADDR]... [--config FILE] [--circular-logging]\n"
+	"               [--tls-cert FILE --tls-key FILE] [--password-file FILE]\n"
+	"               [--backup-group NAME]\n"
+	"  ADDR is unix:PATH or HOST:PORT; default unix:DIR/cofferd.sock\n"
+	"  runs in the foreground; SIGTERM or SIGINT: clean shutdown\n";
+
+static int set_str(char **dst, const char *v)
+{
+	free(*dst);
+	*dst = strdup(v);
+	return *dst ? COFFER_OK : CF_ERROR(COFFER_E_NOMEM, NULL, "no memory");
+}
+
+static int parse_size(const char *what, const char *v, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long n = strtoull(v, &end, 10);
+	uint64_t mul = 1;
+	if (*end == 'k' || *end == 'K')
+		mul = 1024, end++;
+	else if (*end == 'm' || *end == 'M')
+		mul = 1024 * 1024, end++;
+	else if (*end == 'g' || *end == 'G')
+		mul = 1024ull * 1024 * 1024, end++;
+	if (errno || end == v || *end || n > UINT64_MAX / mul)
+		return CF_ERROR(COFFER_E_CONFIG, NULL, "%s: '%s' is not a size (a number with K, M or G)",
+				what, v);
+	*out = n * mul;
+	return COFFER_OK;
+}
+
+static int add_listen(struct config *c, const char *v)
+{
+	if (c->nlisten == MAX_LISTEN)
+		return CF_ERROR(COFFER_E_USAGE, NULL, "at most %d listen addresses", MAX_LISTEN);
+	c->listen[c->nlisten] = strdup(v);
+	if (c->listen[c->nlisten] == NULL)
+		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory");
+	c->nlisten++;
+	return COFFER_OK;
+}
+
+/* One key of the configuration file (section [cofferd] or none). */
+static int apply_key(struct config *c, const char *key, const char *v)
+{
+	uint64_t n;
+	if (strcmp(key, "data") == 0)
+		return set_str(&c->data, v);
+	if (strcmp(key, "listen") == 0)
+		return add_listen(c, v);
+	if (strcmp(key, "tls-cert") == 0)
+		return set_str(&c->tls_cert, v);
+	if (strcmp(key, "tls-key") == 0)
+		return set_str(&c->tls_key, v);
+	if (strcmp(key, "password-file") == 0)
+		return set_str(&c->password_file, v);
+	if (strcmp(key, "backup-group") == 0)
+		return set_str(&c->backup_group, v);
+	if (strcmp(key, "circular-logging") == 0) {
+		if (strcmp(v, "yes") == 0 || strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+			c->circular_logging = 1;
+		else if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+			c->circular_logging = 0;
+		else
+			return CF_ERROR(COFFER_E_CONFIG, NULL, "circular-logging must be yes or no, not '%s'", v);
+		return COFFER_OK;
+	}
+	if (strcmp(key, "cache-size") == 0) {
+		CF_RET(parse_size(key, v, &n));
+		c->cache_bytes = n;
+		return COFFER_OK;
+	}
+	if (strcmp(key, "page-size") == 0 || strcmp(key, "log-file-size") == 0) {
+		CF_RET(parse_size(key, v, &n));
+		if (n > UINT32_MAX)
+			return CF_ERROR(COFFER_E_CONFIG, NULL, "%s: %s is too large", key, v);
+		if (key[0] == 'p')
+			c->page_size = (uint32_t)n;
+		else
+			c->log_file_size = (uint32_t)n;
+		return COFFER_OK;
+	}
+	return CF_ERROR(COFFER_E_CONFIG, NULL, "unknown key '%s'", key);
+}
+
+struct ini_ctx {
+	struct config *c;
+	const char *path;
+	int rc;
+};
+
+/* inih stops at the first line its handler refuses and returns that line. */
+static int cfg_handler(void *arg, const char *section, const char *name, const char *value)
+{
+	struct ini_ctx *x = arg;
+	if (section[0] && strcmp(section, "cofferd") != 0) {
+		x->rc = CF_ERROR(COFFER_E_CONFIG, CF_OBJ(.file = x->path),
+				 "unknown section [%s] (use [cofferd])", section);
+		return 0;
+	}
+	int rc = apply_key(x->c, name, value);
+	if (rc) {
+		x->rc = rc;
+		return 0;
+	}
+	return 1;
+}
+
+static int load_config(struct config *c, const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return cf_error_sys("open the configuration file", path, -1);
+	struct ini_ctx x = {c, path, COFFER_OK};
+	int r = ini_parse_file(f, cfg_handler, &x);
+	fclose(f);
+	if (x.rc) {
+		cf_error_prefix("%s line %d", path, r);
+		return x.rc;
+	}
+	if (r != 0)
+		return CF_ERROR(COFFER_E_CONFIG, CF_OBJ(.file = path), "%s line %d: syntax error", path, r);
+	return COFFER_OK;
+}
+
+static int parse_args(struct config *c, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"data", required_argument, NULL, 'd'},
+		{"listen", required_argument, NULL, 'l'},
+		{"config", required_argument, NULL, 'c'},
+		{"circular-logging", no_argument, NULL, 'C'},
+		{"tls-cert", required_argument, NULL, 'T'},
+		{"tls-key", required_argument, NULL, 'K'},
+		{"password-file", required_argument, NULL, 'P'},
+		{"backup-group", required_argument, NULL, 'G'},
+		{"cache-size", required_argument, NULL, 's'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	/* The configuration file first, so that flags override it. */
+	for (int i = 1; i < argc; i++) {
+		const char *cfg = NULL;
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			cfg = argv[i + 1];
+		else if (strncmp(argv[i], "--config=", 9) == 0)
+			cfg = argv[i] + 9;
+		if (cfg)
+			CF_RET(load_config(c, cfg));
+	}
+	int ch;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'd': CF_RET(set_str(&c->data, optarg)); break;
+		case 'l': CF_RET(add_listen(c, optarg)); break;
+		case 'c': break;
+		case 'C': c->circular_logging = 1; break;
+		case 'T': CF_RET(set_str(&c->tls_cert, optarg)); break;
+		case 'K': CF_RET(set_str(&c->tls_key, optarg)); break;
+		case 'P': CF_RET(set_str(&c->password_file, optarg)); break;
+		case 'G': CF_RET(set_str(&c->backup_group, optarg)); break;
+		case 's': CF_RET(apply_key(c, "cache-size", optarg)); break;
+		case 'h':
+			fputs(usage_text, stdout);
+			exit(0);
+		default:
+			return CF_ERROR(COFFER_E_USAGE, NULL, "unknown or incomplete option '%s'; see 'cofferd --help'",
+					argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return CF_ERROR(COFFER_E_USAGE, NULL, "unexpected argument '%s'", argv[optind]);
+	if (c->data == NULL)
+		return CF_ERROR(COFFER_E_USAGE, NULL, "--data DIR is required");
+	if ((c->tls_cert == NULL) != (c->tls_key == NULL))
+		return CF_ERROR(COFFER_E_USAGE, NULL, "--tls-cert and --tls-key go together");
+	return COFFER_OK;
+}
+
+static void config_free(struct config *c)
+{
+	free(c->data);
+	for (int i = 0; i < c->nlisten; i++)
+		free(c->listen[i]);
+	free(c->tls_cert);
+	free(c->tls_key);
+	free(c->password_file);
+	free(c->backup_group);
+}
+
+static int fail(coffer_evlog *ev, int rc)
+{
+	const coffer_error *e = coffer_error_last();
+	coffer_error_print(stderr, "cofferd", e);
+	if (ev)
+		coffer_event_error(ev, COFFER_EV_SERVER_START_FAILED, e, NULL, 0);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	struct config cfg = {0};
+	coffer_evlog *ev = NULL;
+	coffer_env *env = NULL;
+	int rc = parse_args(&cfg, argc, argv);
+	if (rc) {
+		rc = fail(NULL, rc);
+		goto out;
+	}
+	/* Signals are taken synchronously by sigwait: block them in every
+	 * thread before any is created. */
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	rc = cf_mkdir_p(cfg.data, 0700);
+	if (rc == COFFER_OK)
+		rc = coffer_evlog_open(&ev, cfg.data, NULL);
+	if (rc) {
+		rc = fail(NULL, rc);
+		goto out;
+	}
+	coffer_env_options eo;
+	coffer_env_options_init(&eo);
+	eo.flags = COFFER_ENV_CREATE;
+	eo.cache_bytes = cfg.cache_bytes;
+	eo.page_size = cfg.page_size;
+	eo.log_file_size = cfg.log_file_size;
+	eo.circular_logging = cfg.circular_logging;
+	eo.evlog = ev;
+	rc = coffer_env_open(&env, cfg.data, &eo);
+	if (rc) {
+		rc = fail(ev, rc);
+		goto out;
+	}
+	coffer_evfield f[2] = {{"DATA", cfg.data}, {"PID", NULL}};
+	char pid[24];
+	snprintf(pid, sizeof pid, "%ld", (long)getpid());
+	f[1].value = pid;
+	coffer_event_write(ev, COFFER_EV_SERVER_STARTED, f, 2, "cofferd started on \"%s\" (pid %s)",
+			   cfg.data, pid);
+	fprintf(stderr, "cofferd: started on %s (pid %s)\n", cfg.data, pid);
+
+	int sig = 0;
+	sigwait(&sigs, &sig);
+	rc = coffer_env_close(env);
+	env = NULL;
+	if (rc) {
+		rc = fail(ev, rc);
+		goto out;
+	}
+	coffer_event_write(ev, COFFER_EV_SERVER_STOPPED, f, 2, "cofferd stopped cleanly on %s",
+			   sig == SIGINT ? "SIGINT" : "SIGTERM");
+	fprintf(stderr, "cofferd: stopped cleanly\n");
+out:
+	if (env)
+		coffer_env_close(env);
+	coffer_evlog_close(ev);
+	config_free(&cfg);
+	return rc;
+}

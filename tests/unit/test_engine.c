@@ -1,0 +1,556 @@
+/* test_engine.c - libcoffer end to end: transactions, snapshots, reopen,
+ * crash recovery (fork + SIGKILL), torn-page repair, group commit. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <coffer/coffer.h>
+
+#include "engine/env.h"
+
+static char dir[256];
+
+static void rm_rf(const char *d)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+	if (system(cmd) != 0)
+		fail_msg("could not remove %s", d);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof dir, "%s/coffer-test-engine-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+		 (int)getpid());
+	rm_rf(dir);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	if (getenv("COFFER_TEST_KEEP") == NULL) /* keep the store to look at a failure */
+		rm_rf(dir);
+	return 0;
+}
+
+static coffer_env *open_env(unsigned page_size, uint32_t log_size)
+{
+	coffer_env_options o;
+	coffer_env_options_init(&o);
+	o.flags = COFFER_ENV_CREATE;
+	o.page_size = page_size;
+	o.log_file_size = log_size;
+	o.cache_bytes = 1u << 20; /* small: exercise eviction */
+	coffer_env *env = NULL;
+	int rc = coffer_env_open(&env, dir, &o);
+	if (rc)
+		fail_msg("open: %s (%s)", coffer_error_last()->message, coffer_code_name(rc));
+	return env;
+}
+
+#define OK(x)                                                                                 \
+	do {                                                                                  \
+		int rc_ = (x);                                                                \
+		if (rc_)                                                                      \
+			fail_msg("%s: %s (%s)", #x, coffer_error_last()->message,            \
+				 coffer_code_name(rc_));                                      \
+	} while (0)
+
+static void put_str(coffer_txn *t, const char *tree, const char *k, const char *v)
+{
+	OK(coffer_put(t, tree, k, strlen(k), v, strlen(v), 0));
+}
+
+static void expect(coffer_txn *t, const char *tree, const char *k, const char *v)
+{
+	void *val = NULL;
+	size_t vlen = 0;
+	int rc = coffer_get(t, tree, k, strlen(k), &val, &vlen);
+	if (v == NULL) {
+		assert_true(rc == COFFER_E_NOT_FOUND || rc == COFFER_E_TREE_NOT_FOUND);
+		return;
+	}
+	if (rc)
+		fail_msg("get %s: %s (%s)", k, coffer_error_last()->message, coffer_code_name(rc));
+	assert_int_equal(vlen, strlen(v));
+	assert_memory_equal(val, v, vlen);
+	free(val);
+}
+
+static void test_put_get_reopen(void **state)
+{
+	(void)state;
+	coffer_env *env = open_env(0, 0);
+	coffer_txn *t;
+	OK(coffer_txn_begin(env, 0, &t));
+	put_str(t, "main", "hello", "world");
+	put_str(t, "other", "a", "1");
+	OK(coffer_txn_commit(t));
+	OK(coffer_txn_begin(env, COFFER_TXN_READ_ONLY, &t));
+	expect(t, "main", "hello", "world");
+	expect(t, "other", "a", "1");
+	expect(t, "main", "nope", NULL);
+	expect(t, "missing-tree", "x", NULL);
+	coffer_txn_abort(t);
+	/* abort discards */
+	OK(coffer_txn_begin(env, 0, &t));
+	put_str(t, "main", "gone", "x");
+	coffer_txn_abort(t);
+	OK(coffer_env_close(env));
+
+	env = open_env(0, 0);
+	OK(coffer_txn_begin(env, COFFER_TXN_READ_ONLY, &t));
+	expect(t, "main", "hello", "world");
+	expect(t, "main", "gone", NULL);
+	coffer_txn_abort(t);
+	/* a second open of the same directory is refused */
+	coffer_env *env2 = NULL;
+	coffer_env_options o;
+	coffer_env_options_init(&o);
+	assert_int_equal(coffer_env_open(&env2, dir, &o), COFFER_E_LOCKED);
+	OK(coffer_env_close(env));
+}
+
+static void test_snapshot_isolation(void **state)
+{
+	(void)state;
+	coffer_env *env = open_env(4096, 0);
+	coffer_txn *w, *r;
+	OK(coffer_txn_begin(env, 0, &w));
+	put_str(w, "t", "k", "v1");
+	OK(coffer_txn_commit(w));
+	OK(coffer_txn_begin(env, COFFER_TXN_READ_ONLY, &r));
+	/* many writes that split pages while the reader is open */
+	for (int i = 0; i < 50; i++) {
+		OK(coffer_txn_begin(env, 0, &w));
+		char k[32], v[64];
+		for (int j = 0; j < 40; j++) {
+			snprintf(k, sizeof k, "key-%04d-%02d", i, j);
+			snprintf(v, sizeof v, "value-%d-%d-padding-padding-padding", i, j);
+			put_str(w, "t", k, v);
+		}
+		put_str(w, "t", "k", "v2");
+		OK(coffer_txn_commit(w));
+	}
+	expect(r, "t", "k", "v1");
+	expect(r, "t", "key-0000-00", NULL);
+	coffer_txn_abort(r);
+	OK(coffer_txn_begin(env, COFFER_TXN_READ_ONLY, &r));
+	expect(r, "t", "k", "v2");
+	expect(r, "t", "key-0049-39", "value-49-39-padding-padding-padding");
+	uint64_t n = 0;
+	OK(coffer_tree_count(r, "t", &n));
+	assert_int_equal(n, 50 * 40 + 1);
+	coffer_txn_abort(r);
+	OK(coffer_env_close(env));
+}
+
+/* Random operations against a model, with reopen and checkpoints. */
+#define NKEYS 2000
+static char *model[NKEYS];
+
+static void check_model(coffer_env *env)
+{
+	coffer_txn *t;
+	OK(coffer_txn_begin(env, COFFER_TXN_READ_ONLY, &t));
+	for (int i = 0; i < NKEYS; i++) {
+		char k[32];
+		snprintf(k, sizeof k, "k%05d", i);
+		expect(t, "m", k, model[i]);
+	}
+	/* ordered scan sees exactly the model */
+	coffer_cursor *c;
+	int rc = coffer_cursor_open(t, "m", &c);
+	if (rc == COFFER_OK) {
+		int last = -1, seen = 0;
+		for (rc = coffer_cursor_first(c); rc == COFFER_OK; rc = coffer_cursor_next(c)) {
+			const void *k, *v;
+			size_t kl, vl;
+			OK(coffer_cursor_get(c, &k, &kl, &v, &vl));
+			char kbuf[16];
+			assert_int_equal(kl, 6);
+			memcpy(kbuf, (const char *)k + 1, 5);
+			kbuf[5] = '\0';
+			int idx = atoi(kbuf);
+			assert_true(idx > last);
+			last = idx;
+			assert_non_null(model[idx]);
+			assert_int_equal(vl, strlen(model[idx]));
+			seen++;
+		}
+		assert_int_equal(rc, COFFER_E_NOT_FOUND);
+		int want = 0;
+		for (int i = 0; i < NKEYS; i++)
+			want += model[i] != NULL;
+		assert_int_equal(seen, want);
+		coffer_cursor_close(c);
+	}
+	coffer_txn_abort(t);
+}
+
+static void test_random_model(void **state)
+{
+	(void)state;
+	unsigned seed = (unsigned)time(NULL);
+	printf("# random model seed %u\n", seed);
+	srand(seed);
+	memset(model, 0, sizeof model);
+	coffer_env *env = open_env(4096, 1u << 20);
+	for (int round = 0; round < 30; round++) {
+		coffer_txn *t;
+		OK(coffer_txn_begin(env, 0, &t));
+		char *shadow[NKEYS];
+		memcpy(shadow, model, sizeof model);
+		char *fresh[256];
+		int nfresh = 0;
+		int ops = 1 + rand() % 200;
+		for (int i = 0; i < ops; i++) {
+			int idx = rand() % NKEYS;
+			char k[32];
+			snprintf(k, sizeof k, "k%05d", idx);
+			if (rand() % 4 == 0) {
+				int rc = coffer_del(t, "m", k, strlen(k));
+				assert_true(rc == COFFER_OK || rc == COFFER_E_NOT_FOUND);
+				assert_int_equal(rc == COFFER_OK, shadow[idx] != NULL);
+				shadow[idx] = NULL;
+			} else {
+				size_t len = (size_t)(rand() % 3 == 0 ? rand() % 3000 : rand() % 60);
+				char *v = malloc(len + 1);
+				for (size_t j = 0; j < len; j++)
+					v[j] = (char)('a' + (idx + j) % 26);
+				v[len] = '\0';
+				OK(coffer_put(t, "m", k, strlen(k), v, len, 0));
+				shadow[idx] = v;
+				if (nfresh < 256)
+					fresh[nfresh++] = v;
+				else
+					fail_msg("too many values");
+			}
+		}
+		if (rand() % 5 == 0) {
+			coffer_txn_abort(t);
+			for (int i = 0; i < nfresh; i++)
+				free(fresh[i]);
+		} else {
+			OK(coffer_txn_commit(t));
+			/* free values replaced in the model but not fresh */
+			for (int i = 0; i < NKEYS; i++)
+				if (model[i] != shadow[i]) {
+					int is_fresh = 0;
+					for (int j = 0; j < nfresh; j++)
+						is_fresh |= fresh[j] == model[i];
+					if (!is_fresh)
+						free(model[i]);
+				}
+			/* free fresh values superseded within the txn */
+			for (int j = 0; j < nfresh; j++) {
+				int used = 0;
+				for (int i = 0; i < NKEYS && !used; i++)
+					used = shadow[i] == fresh[j];
+				int was_model = 0;
+				for (int i = 0; i < NKEYS && !was_model; i++)
+					was_model = model[i] == fresh[j];
+				if (!used && !was_model)
+					free(fresh[j]);
+			}
+			memcpy(model, shadow, sizeof model);
+		}
+		if (round % 7 == 6)
+			OK(coffer_env_checkpoint(env));
+		if (round % 10 == 9) {
+			OK(coffer_env_close(env));
+			env = open_env(4096, 1u << 20);
+		}
+		check_model(env);
+	}
+	struct coffer_env_info info;
+	OK(coffer_env_info(env, &info));
+	printf("# pages %llu free %llu commits %llu cache %llu bytes\n",
+	       (unsigned long long)info.pages, (unsigned long long)info.free_pages,
+	       (unsigned long long)info.commits, (unsigned long long)info.cache_bytes);
+	OK(coffer_env_close(env));
+	for (int i = 0; i < NKEYS; i++)
+		free(model[i]);
+}
+
+/* Fill and empty: the file must not grow without bound. */
+static void test_fill_empty_reuses_pages(void **state)
+{
+	(void)state;
+	coffer_env *env = open_env(4096, 0);
+	uint64_t pages_after_first = 0;
+	for (int cycle = 0; cycle < 3; cycle++) {
+		coffer_txn *t;
+		OK(coffer_txn_begin(env, 0, &t));
+		char k[32], v[200];
+		memset(v, 'x', sizeof v);
+		for (int i = 0; i < 3000; i++) {
+			snprintf(k, sizeof k, "fill%06d", i);
+			OK(coffer_put(t, "f", k, strlen(k), v, sizeof v, 0));
+		}
+		OK(coffer_txn_commit(t));
+		OK(coffer_txn_begin(env, 0, &t));
+		for (int i = 0; i < 3000; i++) {
+			snprintf(k, sizeof k, "fill%06d", i);
+			OK(coffer_del(t, "f", k, strlen(k)));
+		}
+		OK(coffer_txn_commit(t));
+		struct coffer_env_info info;
+		OK(coffer_env_info(env, &info));
+		if (cycle == 0)
+			pages_after_first = info.pages;
+		else
+			assert_true(info.pages <= pages_after_first + 2);
+	}
+	OK(coffer_env_close(env));
+}
+
+/* Crash: a child commits and reports each committed key; SIGKILL; reopen. */
+static void test_kill9_recovery(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 4; round++) {
+		rm_rf(dir);
+		int pfd[2];
+		assert_int_equal(pipe(pfd), 0);
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			close(pfd[0]);
+			coffer_env *env = open_env(4096, 1u << 20);
+			for (int i = 0; i < 100000; i++) {
+				coffer_txn *t;
+				if (coffer_txn_begin(env, 0, &t))
+					_exit(3);
+				char k[32], v[100];
+				snprintf(k, sizeof k, "c%07d", i);
+				memset(v, 'a' + i % 26, sizeof v);
+				if (coffer_put(t, "crash", k, strlen(k), v, (size_t)(i % 100), 0) ||
+				    coffer_txn_commit(t))
+					_exit(4);
+				if (write(pfd[1], &i, sizeof i) != sizeof i)
+					_exit(5);
+			}
+			_exit(0);
+		}
+		close(pfd[1]);
+		int last = -1, got, target = 200 + round * 300;
+		while (last < target && read(pfd[0], &got, sizeof got) == sizeof got)
+			last = got;
+		/* let it run into the middle of another commit */
+		usleep((useconds_t)(rand() % 2000));
+		kill(pid, SIGKILL);
+		while (read(pfd[0], &got, sizeof got) == sizeof got)
+			last = got;
+		close(pfd[0]);
+		int st;
+		waitpid(pid, &st, 0);
+		assert_true(WIFSIGNALED(st));
+		assert_true(last >= target);
+
+		coffer_env *env = open_env(4096, 1u << 20);
+		coffer_txn *t;
+		OK(coffer_txn_begin(env, COFFER_TXN_READ_ONLY, &t));
+		for (int i = 0; i <= last; i++) {
+			char k[32];
+			snprintf(k, sizeof k, "c%07d", i);
+			void *v;
+			size_t vl;
+			int rc = coffer_get(t, "crash", k, strlen(k), &v, &vl);
+			if (rc)
+				fail_msg("acknowledged key %s lost after kill -9 (round %d, last %d): %s", k,
+					 round, last, coffer_error_last()->message);
+			assert_int_equal(vl, (size_t)(i % 100));
+			free(v);
+		}
+		uint64_t n;
+		OK(coffer_tree_count(t, "crash", &n));
+		/* at most one commit beyond the last acknowledged one */
+		assert_true(n == (uint64_t)last + 1 || n == (uint64_t)last + 2);
+		coffer_txn_abort(t);
+		OK(coffer_env_close(env));
+	}
+}
+
+/* Pages torn after the checkpoint are rebuilt from their full images; a torn
+ * page the log does not cover is named when read. */
+static void tear_page(unsigned pgno)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/coffer.db", dir);
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	char junk[2048];
+	memset(junk, 0x5a, sizeof junk);
+	assert_int_equal(pwrite(fd, junk, sizeof junk, (off_t)pgno * 4096 + 1024), (ssize_t)sizeof junk);
+	close(fd);
+}
+
+/* Tear every page that the log holds a full image of after the checkpoint. */
+static int tear_imaged_pages(void)
+{
+	char ck[512], logdir[512];
+	snprintf(ck, sizeof ck, "%s/checkpoint", dir);
+	snprintf(logdir, sizeof logdir, "%s/log", dir);
+	struct cf_checkpoint c;
+	OK(cf_checkpoint_read(ck, &c));
+	cf_log_reader *r;
+	OK(cf_log_reader_open(&r, logdir, c.signature, c.redo));
+	cf_log_rec rec;
+	int n = 0;
+	while (cf_log_reader_next(r, &rec) == COFFER_OK) {
+		if (rec.type == CF_LOG_PAGE_IMAGE) {
+			tear_page(cf_get32(rec.payload));
+			n++;
+		}
+	}
+	cf_log_reader_close(r);
+	return n;
+}
+
+static void test_torn_page_repaired(void **state)
+{
+	(void)state;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		coffer_env *env = open_env(4096, 0);
+		coffer_txn *t;
+		for (int i = 0; i < 300; i++) {
+			if (coffer_txn_begin(env, 0, &t))
+				_exit(2);
+			char k[32];
+			snprintf(k, sizeof k, "t%05d", i);
+			if (coffer_put(t, "torn", k, strlen(k), k, strlen(k), 0) || coffer_txn_commit(t))
+				_exit(3);
+		}
+		if (coffer_env_checkpoint(env))
+			_exit(4);
+		/* After the checkpoint change every page (all keys, a new tree for
+		 * the catalog and the meta page): each first change is logged as a
+		 * full image. Then crash without writing the pages. */
+		if (coffer_txn_begin(env, 0, &t))
+			_exit(5);
+		for (int i = 0; i < 300; i++) {
+			char k[32];
+			snprintf(k, sizeof k, "t%05d", i);
+			if (coffer_put(t, "torn", k, strlen(k), "new", 3, 0))
+				_exit(6);
+		}
+		if (coffer_put(t, "second", "x", 1, "y", 1, 0) || coffer_txn_commit(t))
+			_exit(7);
+		_exit(0);
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_true(tear_imaged_pages() >= 3);
+
+	coffer_env *env = open_env(4096, 0);
+	coffer_txn *t;
+	OK(coffer_txn_begin(env, COFFER_TXN_READ_ONLY, &t));
+	for (int i = 0; i < 300; i++) {
+		char k[32];
+		snprintf(k, sizeof k, "t%05d", i);
+		expect(t, "torn", k, "new");
+	}
+	expect(t, "second", "x", "y");
+	coffer_txn_abort(t);
+	OK(coffer_env_close(env)); /* clean: the next open replays nothing */
+
+	for (unsigned pg = 3; pg < 12; pg++)
+		tear_page(pg);
+	env = open_env(4096, 0);
+	OK(coffer_txn_begin(env, COFFER_TXN_READ_ONLY, &t));
+	void *v;
+	size_t vl;
+	int rc = COFFER_OK;
+	for (int i = 0; i < 300 && rc == COFFER_OK; i++) {
+		char k[32];
+		snprintf(k, sizeof k, "t%05d", i);
+		rc = coffer_get(t, "torn", k, strlen(k), &v, &vl);
+		if (rc == COFFER_OK)
+			free(v);
+	}
+	assert_int_equal(rc, COFFER_E_PAGE_CHECKSUM);
+	assert_true(coffer_error_last()->page >= 3);
+	assert_non_null(strstr(coffer_error_last()->file, "coffer.db"));
+	assert_non_null(strstr(coffer_error_last()->message, "failed its checksum"));
+	coffer_txn_abort(t);
+	OK(coffer_env_close(env));
+}
+
+struct gc_arg {
+	coffer_env *env;
+	int id, n;
+};
+
+static void *committer(void *p)
+{
+	struct gc_arg *a = p;
+	for (int i = 0; i < a->n; i++) {
+		coffer_txn *t;
+		char k[32];
+		snprintf(k, sizeof k, "w%02d-%05d", a->id, i);
+		if (coffer_txn_begin(a->env, 0, &t) || coffer_put(t, "g", k, strlen(k), k, strlen(k), 0) ||
+		    coffer_txn_commit(t))
+			return (void *)1;
+	}
+	return NULL;
+}
+
+static void test_group_commit_threads(void **state)
+{
+	(void)state;
+	coffer_env *env = open_env(0, 0);
+	enum { NT = 16, PER = 100 };
+	pthread_t th[NT];
+	struct gc_arg args[NT];
+	for (int i = 0; i < NT; i++) {
+		args[i] = (struct gc_arg){env, i, PER};
+		assert_int_equal(pthread_create(&th[i], NULL, committer, &args[i]), 0);
+	}
+	for (int i = 0; i < NT; i++) {
+		void *res;
+		pthread_join(th[i], &res);
+		assert_null(res);
+	}
+	coffer_txn *t;
+	OK(coffer_txn_begin(env, COFFER_TXN_READ_ONLY, &t));
+	uint64_t n;
+	OK(coffer_tree_count(t, "g", &n));
+	assert_int_equal(n, NT * PER);
+	coffer_txn_abort(t);
+	OK(coffer_env_close(env));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_put_get_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_isolation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_random_model, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fill_empty_reuses_pages, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kill9_recovery, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_torn_page_repaired, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit_threads, setup, teardown),
+	};
+	if (getenv("COFFER_TEST_FILTER")) /* run one test: COFFER_TEST_FILTER=test_name */
+		cmocka_set_test_filter(getenv("COFFER_TEST_FILTER"));
+	return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
+}
