@@ -129,6 +129,22 @@ int coffer_cursor_get(coffer_cursor *c, const void **key, size_t *klen, const vo
 		      size_t *vlen);
 void coffer_cursor_close(coffer_cursor *c);
 
+/* Offline check of the store in DIR (coffer check): both header copies,
+ * every page's checksum, the structure of every tree, the free list, and
+ * pages used twice or by nobody. Each problem goes to FN with its page (or
+ * -1) and a sentence; RES counts what was seen. The store must be shut down
+ * cleanly and not in use. Returns COFFER_OK when nothing is wrong,
+ * COFFER_E_PAGE_CORRUPT when problems were reported, or an error that
+ * stopped the check: COFFER_E_LOCKED, COFFER_E_DIRTY_SHUTDOWN,
+ * COFFER_E_NEEDS_HARD_RECOVERY, COFFER_E_HEADER_CORRUPT, I/O codes. */
+struct coffer_check_result {
+	uint32_t page_size;
+	uint64_t pages, trees, keys, free_pages, bad_checksums, problems;
+};
+typedef void (*coffer_check_problem_fn)(void *arg, int64_t page, const char *what);
+int coffer_check(const char *dir, coffer_check_problem_fn fn, void *arg,
+		 struct coffer_check_result *res);
+
 #ifdef __cplusplus
 }
 #endif

@@ -24,6 +24,12 @@ int cmd_explain(struct cli *cli, int argc, char **argv);
 int cmd_events(struct cli *cli, int argc, char **argv);
 int cmd_dump(struct cli *cli, int argc, char **argv);
 
+int cmd_check(struct cli *cli, int argc, char **argv);
+int cmd_recover(struct cli *cli, int argc, char **argv);
+/* dump subjects in cmd_dump_store.c; argv[0] = the subject */
+int dump_header(int argc, char **argv);
+int dump_checkpoint(int argc, char **argv);
+
 /* Raise COFFER_E_USAGE for subcommand CMD with a printf-style message. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -20,7 +20,9 @@
 #include "engine/log.h"
 
 static const char dump_usage[] =
-	"usage: coffer dump logs DIR [--from GEN] [--summary]\n"
+	"usage: coffer dump header DIR | checkpoint DIR | logs DIR [--from GEN] [--summary]\n"
+	"  header      both copies of the database header: state, redo position, backups\n"
+	"  checkpoint  the checkpoint file: where recovery starts\n"
 	"  logs   every log generation's header and records (DIR/log)\n"
 	"         --from GEN   start at generation GEN (default: the lowest present)\n"
 	"         --summary    one line per generation: record counts by type\n";
@@ -230,6 +232,8 @@ struct dump_subject {
 
 static const struct dump_subject subjects[] = {
 	{"logs", dump_logs},
+	{"header", dump_header},         /* cmd_dump_store.c */
+	{"checkpoint", dump_checkpoint}, /* cmd_dump_store.c */
 };
 
 int cmd_dump(struct cli *cli, int argc, char **argv)
@@ -246,5 +250,5 @@ int cmd_dump(struct cli *cli, int argc, char **argv)
 	for (size_t i = 0; i < sizeof subjects / sizeof subjects[0]; i++)
 		if (strcmp(subjects[i].name, argv[1]) == 0)
 			return subjects[i].run(argc - 1, argv + 1);
-	return cli_usage_error("dump", "unknown subject '%s' (known: logs)", argv[1]);
+	return cli_usage_error("dump", "unknown subject '%s' (known: header, logs, checkpoint)", argv[1]);
 }

@@ -18,6 +18,9 @@ static const char usage_text[] =
 	"  explain --list               list every error code and event id, code first\n"
 	"  events (--data DIR | --server ADDR) [--id N] [--source S] [--since TIME] [--json]\n"
 	"                               list events from a store's event log\n"
+	"  check DIR                    offline check: page checksums, tree structure\n"
+	"  recover DIR [--until TIME|LOGPOS]  offline (hard) recovery\n"
+	"  dump header|checkpoint|logs DIR    dump the header, checkpoint or log\n"
 	"  dump logs DIR [--from GEN] [--summary]\n"
 	"                               print the log generations of a store, offline\n"
 	"\n"
@@ -35,6 +38,8 @@ static const struct command commands[] = {
 	{"explain", cmd_explain},
 	{"events", cmd_events},
 	{"dump", cmd_dump},
+	{"check", cmd_check},
+	{"recover", cmd_recover},
 };
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)

@@ -26,10 +26,12 @@
  *     written and fdatasynced. So only the last generation can end in a torn
  *     record; a bad record anywhere else is damage (log_read.c relies on
  *     this).
- *  I3 Beyond the end of the log, the current generation holds only zeroes:
- *     new files are preallocated (fallocate, else ftruncate: both read as
- *     zeroes), and cf_log_open() zeroes the rest of the generation from
- *     the recovered end before any append.
+ *  I3 Beyond the end of the log there is nothing: the current generation
+ *     holds only zeroes (new files are preallocated with fallocate, else
+ *     ftruncate, both read as zeroes; cf_log_open() zeroes the rest of the
+ *     generation from the recovered end) and no later generation exists
+ *     (cf_log_open() deletes them first, highest first, before zeroing, so
+ *     a crash in between leaves a chain the reader still accepts).
  *  I4 Nothing is reported durable (cf_log_durable(), cf_log_flush()
  *     returning) before the fdatasync covering it has returned.
  *  I5 Records are placed contiguously in append order; one batch is never
@@ -426,11 +428,42 @@ err:
 	return rc;
 }
 
-static int log_alloc(cf_log **out, const char *logdir)
+/* Delete the generations above GEN (highest first), counting them in the stats. */
+static int discard_after(cf_log *log, const char *dir, uint32_t gen)
+{
+	uint32_t *gens = NULL;
+	size_t n = 0;
+	char path[PATH_MAX];
+	int rc = COFFER_OK;
+	CF_RET(cf_log_list_gens(dir, &gens, &n));
+	for (size_t i = n; i-- > 0 && gens[i] > gen;) {
+		CF_GO(rc, cf_log_gen_path(path, sizeof path, dir, gens[i]));
+		if (cf_os.unlink(path) != 0 && errno != ENOENT) {
+			rc = cf_error_sys("delete", path, -1);
+			cf_error_prefix("discarding log generation %u after the end of the log "
+					"(%010u)",
+					gens[i], gen);
+			goto err;
+		}
+		log->st.discarded++;
+	}
+	if (log->st.discarded)
+		rc = cf_fsync_dir(dir);
+err:
+	free(gens);
+	return rc;
+}
+
+static void log_free(cf_log *log);
+
+/* A new cf_log, or NULL with COFFER_E_NOMEM raised. */
+static cf_log *log_alloc(const char *logdir)
 {
 	cf_log *log = calloc(1, sizeof *log);
-	if (log == NULL)
-		return CF_ERROR(COFFER_E_NOMEM, CF_OBJ(.file = logdir), "no memory for the log");
+	if (log == NULL) {
+		CF_ERROR(COFFER_E_NOMEM, CF_OBJ(.file = logdir), "no memory for the log");
+		return NULL;
+	}
 	log->fd = -1;
 	log->dir = strdup(logdir);
 	log->cur = malloc(CF_LOG_BUF);
@@ -441,10 +474,12 @@ static int log_alloc(cf_log **out, const char *logdir)
 	pthread_cond_init(&log->cv_io, NULL);
 	pthread_cond_init(&log->cv_round[0], NULL);
 	pthread_cond_init(&log->cv_round[1], NULL);
-	*out = log;
-	if (log->dir == NULL || log->cur == NULL || log->spare == NULL)
-		return CF_ERROR(COFFER_E_NOMEM, CF_OBJ(.file = logdir), "no memory for the log buffers");
-	return COFFER_OK;
+	if (log->dir == NULL || log->cur == NULL || log->spare == NULL) {
+		CF_ERROR(COFFER_E_NOMEM, CF_OBJ(.file = logdir), "no memory for the log buffers");
+		log_free(log);
+		return NULL;
+	}
+	return log;
 }
 
 static void log_free(cf_log *log)
@@ -472,12 +507,13 @@ int cf_log_open(cf_log **out, const char *logdir, const uint8_t sig[16], cf_lsn 
 	uint32_t size = o && o->file_size ? o->file_size : CF_LOG_FILE_DEFAULT;
 	struct cf_log_file_header h;
 	struct stat st;
-	char next[PATH_MAX], want[33], got[33];
+	char want[33], got[33];
 	cf_log *log = NULL;
 	int rc;
 	*out = NULL;
 	CF_RET(check_file_size(size));
-	CF_GO(rc, log_alloc(&log, logdir));
+	if ((log = log_alloc(logdir)) == NULL)
+		return COFFER_E_NOMEM;
 	memcpy(log->sig, sig, 16);
 	log->new_file_size = size;
 	log->circular = o ? o->circular : 0;
@@ -520,16 +556,11 @@ int cf_log_open(cf_log **out, const char *logdir, const uint8_t sig[16], cf_lsn 
 			      gen, off, h.file_size, CF_LOG_HDR_SIZE);
 		goto err;
 	}
-	if (gen < CF_LOG_GEN_MAX) {
-		CF_GO(rc, cf_log_gen_path(next, sizeof next, logdir, gen + 1));
-		if (cf_os.stat(next, &st) == 0) {
-			rc = CF_ERROR(COFFER_E_INVALID_ARGUMENT, CF_OBJ(.file = next, CF_GEN(gen + 1)),
-				      "cannot append at %010u:%010u: log generation %u (%s) exists "
-				      "after it; remove the later generations first",
-				      gen, off, gen + 1, next);
-			goto err;
-		}
-	}
+	/* Later generations hold nothing the caller wants (an empty one left by
+	 * a roll just before a crash, an uncommitted batch, the tail cut off by
+	 * point-in-time recovery): remove them before zeroing, highest first,
+	 * so that a crash in between leaves a readable chain. */
+	CF_GO(rc, discard_after(log, logdir, gen));
 	CF_GO(rc, remove_stale_tmp(logdir));
 	CF_GO(rc, cf_open(&log->fd, log->path, O_RDWR, 0));
 	log->file_size = h.file_size;

@@ -137,15 +137,17 @@ typedef struct cf_log_in {
 int cf_log_create(const char *logdir, const uint8_t sig[16], const cf_log_options *o);
 
 /* Open for appending at END, the LSN just after the last good record (from
- * the reader: cf_log_reader_torn()'s WHERE; CF_LSN(1, 4096) for a store
- * just created). Zeroes the rest of END's generation (so no stale record can
- * follow new ones) and fdatasyncs before returning; removes stale *.tmp
- * files. O's file size applies to generations created from now on.
+ * the reader: cf_log_reader_torn()'s WHERE, or the end of the last commit;
+ * CF_LSN(1, 4096) for a store just created). Everything after END is
+ * discarded: generations after END's are deleted (counted in
+ * cf_log_stats.discarded, for the caller's event), then the rest of END's
+ * generation is zeroed (so no stale record can follow new ones) and
+ * fdatasynced before returning; stale *.tmp files are removed. O's file
+ * size applies to generations created from now on.
  * Errors: COFFER_E_LOG_MISSING (END's generation absent),
  * COFFER_E_LOG_MISMATCH (its signature or generation number differ),
  * COFFER_E_LOG_CORRUPT (unreadable header), COFFER_E_INVALID_ARGUMENT (END
- * not a record boundary inside the file, or later generations exist: delete
- * them first), COFFER_E_NOMEM, I/O codes. */
+ * not a record boundary inside the file), COFFER_E_NOMEM, I/O codes. */
 int cf_log_open(cf_log **out, const char *logdir, const uint8_t sig[16], cf_lsn end,
 		const cf_log_options *o);
 
@@ -192,6 +194,7 @@ struct cf_log_stats {
 	uint64_t appends, records, bytes;  /* cf_log_append calls, records, record bytes */
 	uint64_t writes, syncs, rolls;     /* pwrites of the buffer, fdatasyncs, rolls */
 	uint64_t flush_waits;              /* cf_log_flush calls that had to wait */
+	uint32_t discarded;                /* generations after END deleted by cf_log_open */
 };
 void cf_log_get_stats(cf_log *log, struct cf_log_stats *st);
 
