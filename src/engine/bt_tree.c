@@ -265,6 +265,7 @@ static int bt_split(cf_pageio *io, bt_path *path, unsigned level, uint8_t *pg, u
 		CF_GO(rc, bt_node_build(io, lpgno, lpg, type, bt_leftmost(copy), cells, s));
 		bt_src rs;
 		bt_src_branch(&rs, rpgno, sepkey, sklen);
+		memset(pg + BT_SLOTS, 0, ps - BT_SLOTS);
 		bt_node_init(pg, ps, CF_PT_BRANCH, lpgno);
 		CF_GO(rc, bt_node_insert(io, pgno, pg, 0, &rs));
 	}

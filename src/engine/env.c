@@ -175,8 +175,10 @@ static int checkpoint(coffer_env *env, uint32_t state)
 	CF_GO(rc, header_update(env, state, c));
 	env->ckpt_redo = c;
 	if (env->opts.circular_logging) {
-		uint32_t deleted = 0;
-		CF_GO(rc, cf_log_truncate(env->log, CF_LSN_GEN(c), &deleted));
+		uint32_t deleted = 0, keep = CF_LSN_GEN(c), hold = atomic_load(&env->backup_hold_gen);
+		if (hold && hold < keep) /* a running backup still copies these */
+			keep = hold;
+		CF_GO(rc, cf_log_truncate(env->log, keep, &deleted));
 		if (deleted && env->evlog) {
 			char range[64];
 			snprintf(range, sizeof range, "below %u", CF_LSN_GEN(c));
@@ -194,6 +196,11 @@ err:
 }
 
 int coffer_env_checkpoint(coffer_env *env)
+{
+	return checkpoint(env, CF_DB_DIRTY);
+}
+
+int cf_env_checkpoint(coffer_env *env)
 {
 	return checkpoint(env, CF_DB_DIRTY);
 }
@@ -276,6 +283,7 @@ static void env_free(coffer_env *env)
 	pthread_mutex_destroy(&env->snap_mu);
 	pthread_mutex_destroy(&env->ckpt_mu);
 	pthread_mutex_destroy(&env->ckpt_run_mu);
+	pthread_mutex_destroy(&env->backup_mu);
 	pthread_cond_destroy(&env->ckpt_cond);
 	free(env->dir);
 	free(env->dbpath);
@@ -301,6 +309,7 @@ int coffer_env_open(coffer_env **out, const char *dir, const coffer_env_options 
 	pthread_mutex_init(&env->snap_mu, NULL);
 	pthread_mutex_init(&env->ckpt_mu, NULL);
 	pthread_mutex_init(&env->ckpt_run_mu, NULL);
+	pthread_mutex_init(&env->backup_mu, NULL);
 	pthread_cond_init(&env->ckpt_cond, NULL);
 	if (o)
 		env->opts = *o;

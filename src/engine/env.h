@@ -66,6 +66,11 @@ struct coffer_env {
 	char fatal_msg[1400];
 	int fatal_code;
 
+	/* online backup (backup.c): one at a time */
+	pthread_mutex_t backup_mu;
+	struct coffer_backup *backup;
+	atomic_uint backup_hold_gen;        /* circular logging keeps generations >= this */
+
 	/* background checkpoint */
 	pthread_mutex_t ckpt_mu;
 	pthread_cond_t ckpt_cond;
@@ -97,6 +102,9 @@ struct cf_recovery_result {
 	int64_t last_commit_us;
 };
 int cf_recover(coffer_env *env, cf_lsn redo, struct cf_recovery_result *res);
+
+/* env.c: checkpoint now (state: CF_DB_DIRTY while open). */
+int cf_env_checkpoint(coffer_env *env);
 
 /* checkpoint file (ckpt.c) */
 struct cf_checkpoint {

@@ -40,6 +40,39 @@ const char *cf_backup_type_name(uint32_t type)
 	}
 }
 
+void cf_header_encode_history(const struct cf_header *h, uint8_t out[CF_HISTORY_SIZE])
+{
+	for (int i = 0; i < 3; i++) {
+		uint8_t *b = out + 64 * i;
+		const struct cf_backup_info *bi = &h->last[i];
+		memset(b, 0, 64);
+		cf_put32(b, bi->type);
+		cf_put32(b + 4, bi->valid);
+		memcpy(b + 8, bi->id, 16);
+		cf_put32(b + 24, bi->gen_lo);
+		cf_put32(b + 28, bi->gen_hi);
+		cf_put64(b + 32, (uint64_t)bi->start_us);
+		cf_put64(b + 40, (uint64_t)bi->end_us);
+		cf_put64(b + 48, bi->end_lsn);
+	}
+}
+
+void cf_header_decode_history(struct cf_header *h, const uint8_t in[CF_HISTORY_SIZE])
+{
+	for (int i = 0; i < 3; i++) {
+		const uint8_t *b = in + 64 * i;
+		struct cf_backup_info *bi = &h->last[i];
+		bi->type = cf_get32(b);
+		bi->valid = cf_get32(b + 4);
+		memcpy(bi->id, b + 8, 16);
+		bi->gen_lo = cf_get32(b + 24);
+		bi->gen_hi = cf_get32(b + 28);
+		bi->start_us = (int64_t)cf_get64(b + 32);
+		bi->end_us = (int64_t)cf_get64(b + 40);
+		bi->end_lsn = cf_get64(b + 48);
+	}
+}
+
 void cf_header_encode(const struct cf_header *h, uint8_t *pg, cf_pgno which)
 {
 	cf_page_init(pg, h->page_size, which, CF_PT_HEADER);
@@ -53,18 +86,7 @@ void cf_header_encode(const struct cf_header *h, uint8_t *pg, cf_pgno which)
 	cf_put64(pg + 80, h->redo_lsn);
 	cf_put64(pg + 88, h->clean_end_lsn);
 	cf_put32(pg + 96, h->min_gen);
-	for (int i = 0; i < 3; i++) {
-		uint8_t *b = pg + 104 + 64 * i;
-		const struct cf_backup_info *bi = &h->last[i];
-		cf_put32(b, bi->type);
-		cf_put32(b + 4, bi->valid);
-		memcpy(b + 8, bi->id, 16);
-		cf_put32(b + 24, bi->gen_lo);
-		cf_put32(b + 28, bi->gen_hi);
-		cf_put64(b + 32, (uint64_t)bi->start_us);
-		cf_put64(b + 40, (uint64_t)bi->end_us);
-		cf_put64(b + 48, bi->end_lsn);
-	}
+	cf_header_encode_history(h, pg + 104);
 	cf_page_seal(pg, h->page_size);
 }
 
@@ -100,18 +122,7 @@ int cf_header_decode(const uint8_t *pg, uint32_t page_size, cf_pgno which, const
 	h->redo_lsn = cf_get64(pg + 80);
 	h->clean_end_lsn = cf_get64(pg + 88);
 	h->min_gen = cf_get32(pg + 96);
-	for (int i = 0; i < 3; i++) {
-		const uint8_t *b = pg + 104 + 64 * i;
-		struct cf_backup_info *bi = &h->last[i];
-		bi->type = cf_get32(b);
-		bi->valid = cf_get32(b + 4);
-		memcpy(bi->id, b + 8, 16);
-		bi->gen_lo = cf_get32(b + 24);
-		bi->gen_hi = cf_get32(b + 28);
-		bi->start_us = (int64_t)cf_get64(b + 32);
-		bi->end_us = (int64_t)cf_get64(b + 40);
-		bi->end_lsn = cf_get64(b + 48);
-	}
+	cf_header_decode_history(h, pg + 104);
 	if (h->state < CF_DB_CLEAN || h->state > CF_DB_NEEDS_RECOVERY)
 		return CF_ERROR(COFFER_E_HEADER_CORRUPT, CF_OBJ(.file = path, CF_PAGE(which)),
 				"header copy %c of \"%s\" has an unknown state %u", which ? 'B' : 'A',

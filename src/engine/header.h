@@ -81,6 +81,12 @@ void cf_header_encode(const struct cf_header *h, uint8_t *page, cf_pgno which);
 int cf_header_decode(const uint8_t *page, uint32_t page_size, cf_pgno which, const char *path,
 		     struct cf_header *h);
 
+/* The backup history alone (3 x 64 bytes as in the header): the payload of
+ * a CF_LOG_HEADER record, so that a history update is logged and replayed. */
+#define CF_HISTORY_SIZE 192
+void cf_header_encode_history(const struct cf_header *h, uint8_t out[CF_HISTORY_SIZE]);
+void cf_header_decode_history(struct cf_header *h, const uint8_t in[CF_HISTORY_SIZE]);
+
 const char *cf_db_state_name(uint32_t state);
 const char *cf_backup_type_name(uint32_t type);
 

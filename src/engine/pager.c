@@ -41,6 +41,7 @@ struct cf_pager {
 
 	pthread_mutex_t mu;
 	pthread_cond_t loaded;
+	pthread_rwlock_t io_lock; /* writers of pages: exclusive; backup re-reads: shared */
 	frame **buckets;
 	uint32_t nbuckets;    /* power of two */
 	frame lru;            /* sentinel */
@@ -216,6 +217,7 @@ int cf_pager_open(cf_pager **out, int fd, const char *path, uint32_t page_size,
 	p->lru.next = p->lru.prev = &p->lru;
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->loaded, NULL);
+	pthread_rwlock_init(&p->io_lock, NULL);
 	*out = p;
 	return COFFER_OK;
 }
@@ -245,6 +247,7 @@ void cf_pager_close(cf_pager *p)
 	}
 	pthread_mutex_destroy(&p->mu);
 	pthread_cond_destroy(&p->loaded);
+	pthread_rwlock_destroy(&p->io_lock);
 	free(p->buckets);
 	free(p->gcq);
 	free(p->path);
@@ -489,7 +492,9 @@ int cf_pager_write_image(cf_pager *p, cf_pgno pgno, const uint8_t *data)
 		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory to write page %u", pgno);
 	memcpy(buf, data, p->page_size);
 	cf_page_seal(buf, p->page_size);
+	pthread_rwlock_wrlock(&p->io_lock);
 	int rc = cf_pwrite_full(p->fd, p->path, buf, p->page_size, (uint64_t)pgno * p->page_size);
+	pthread_rwlock_unlock(&p->io_lock);
 	free(buf);
 	if (rc == COFFER_OK)
 		p->st.writes++;
@@ -568,6 +573,16 @@ out:
 	if (written)
 		*written = n;
 	return rc;
+}
+
+void cf_pager_io_hold(cf_pager *p)
+{
+	pthread_rwlock_rdlock(&p->io_lock);
+}
+
+void cf_pager_io_release(cf_pager *p)
+{
+	pthread_rwlock_unlock(&p->io_lock);
 }
 
 void cf_pager_stats(cf_pager *p, struct cf_pager_stats *st)

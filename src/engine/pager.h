@@ -89,6 +89,11 @@ int cf_pager_writeback(cf_pager *p, cf_lsn upto, uint64_t *written);
  * cached; the checksum is computed here). */
 int cf_pager_write_image(cf_pager *p, cf_pgno pgno, const uint8_t *data);
 
+/* Hold off page writes (shared) while a backup re-reads a page whose
+ * checksum failed: a page torn by a concurrent write is then re-read whole. */
+void cf_pager_io_hold(cf_pager *p);
+void cf_pager_io_release(cf_pager *p);
+
 void cf_pager_stats(cf_pager *p, struct cf_pager_stats *st);
 uint32_t cf_pager_page_size(const cf_pager *p);
 const char *cf_pager_path(const cf_pager *p);

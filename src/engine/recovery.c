@@ -127,10 +127,21 @@ static int apply_batch(coffer_env *env, struct batch *b, cf_lsn version,
 {
 	for (size_t i = 0; i < b->n; i++) {
 		const struct pending *p = &b->recs[i];
-		if (p->type == CF_LOG_PAGE_IMAGE || p->type == CF_LOG_PAGE_DIFF)
+		if (p->type == CF_LOG_PAGE_IMAGE || p->type == CF_LOG_PAGE_DIFF) {
 			CF_RET(apply_page(env, p, b->data + p->off, version, res));
-		/* CF_LOG_HEADER: backup history updates (applied by the backup
-		 * module's replay hook once it exists). */
+		} else if (p->type == CF_LOG_HEADER) {
+			/* A backup-history update: the header is rewritten with it
+			 * at the checkpoint that ends recovery. */
+			if (p->len != CF_HISTORY_SIZE)
+				return CF_ERROR(COFFER_E_LOG_CORRUPT,
+						CF_OBJ(.file = env->logdir, CF_GEN(CF_LSN_GEN(p->lsn)),
+						       CF_OFF(CF_LSN_OFF(p->lsn))),
+						"header record at %u:%u has %zu bytes, not %d",
+						CF_LSN_GEN(p->lsn), CF_LSN_OFF(p->lsn), p->len, CF_HISTORY_SIZE);
+			pthread_mutex_lock(&env->hdr_mu);
+			cf_header_decode_history(&env->hdr, b->data + p->off);
+			pthread_mutex_unlock(&env->hdr_mu);
+		}
 	}
 	b->n = 0;
 	b->dlen = 0;
