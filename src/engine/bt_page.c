@@ -67,10 +67,12 @@
  * pages that fit, which holds when a cell is at most half the usable space;
  * merges and redistribution only move cells between pages that fit.
  *
- * BALANCE. Leaf split: a node that cannot take a new cell is split into two
- * at the byte midpoint, except that inserting after its last cell (or before
- * its first) leaves the old cells together and puts the new cell alone in
- * the new page (sequential loads fill pages completely). A root split moves
+ * BALANCE. Split: a node that cannot take a new cell is split into two at
+ * the byte midpoint, except that inserting after its last cell (or before
+ * its first) leaves the old cells together and the new cell alone in the
+ * other page (a branch gives up one more old cell as the separator), so
+ * sequential loads leave full pages. The left part keeps the page number,
+ * the right part goes to a new page. A root split moves
  * the root's cells into two new pages so the root keeps its page number.
  * Delete: a non-root node left under a quarter of the usable space is
  * merged with a sibling when both fit in one page, else cells are moved

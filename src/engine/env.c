@@ -91,6 +91,43 @@ static int join(char **out, const char *a, const char *b)
 
 /* ---- creating a store ---- */
 
+/* A creation cut by a crash leaves DIR/log (and maybe DIR/checkpoint) but no
+ * coffer.db: the log is then generation 1 alone, with no record, and the
+ * checkpoint (if any) carries the log's signature. Remove those pieces so
+ * the creation can start again; anything else is somebody's data and stays. */
+static int interrupted_creation(coffer_env *env)
+{
+	uint32_t lo, hi;
+	if (cf_log_scan_dir(env->logdir, &lo, &hi) != COFFER_OK || lo != 1 || hi != 1)
+		return 0;
+	cf_log_reader *r;
+	if (cf_log_reader_open(&r, env->logdir, NULL, CF_LSN(1, CF_LOG_HDR_SIZE)) != COFFER_OK)
+		return 0;
+	cf_log_rec rec;
+	int empty = cf_log_reader_next(r, &rec) == COFFER_E_NOT_FOUND;
+	uint8_t sig[16];
+	const struct cf_log_file_header *lh = cf_log_reader_header(r);
+	if (lh)
+		memcpy(sig, lh->sig, 16);
+	cf_log_reader_close(r);
+	if (!empty || lh == NULL)
+		return 0;
+	struct cf_checkpoint ck;
+	int crc = cf_checkpoint_read(env->ckptpath, &ck);
+	if (crc == COFFER_OK && memcmp(ck.signature, sig, 16) != 0)
+		return 0;
+	if (crc != COFFER_OK && crc != COFFER_E_FILE_NOT_FOUND && crc != COFFER_E_CHECKPOINT_CORRUPT)
+		return 0;
+	char path[4096];
+	snprintf(path, sizeof path, "%s/%010u.log", env->logdir, 1u);
+	if (cf_os.unlink(path) != 0 && errno != ENOENT)
+		return 0;
+	cf_os.unlink(env->ckptpath);
+	cf_os.rmdir(env->logdir);
+	cf_fsync_dir(env->dir);
+	return 1;
+}
+
 static int create_store(coffer_env *env)
 {
 	const coffer_env_options *o = &env->opts;
@@ -112,6 +149,10 @@ static int create_store(coffer_env *env)
 	 * never left behind as a "store" (the file is created last, by rename). */
 	cf_log_options lo = {.file_size = o->log_file_size};
 	int rc = cf_log_create(env->logdir, h.signature, &lo);
+	if (rc == COFFER_E_EXISTS && interrupted_creation(env)) {
+		coffer_error_clear();
+		rc = cf_log_create(env->logdir, h.signature, &lo);
+	}
 	if (rc == COFFER_E_EXISTS)
 		return CF_ERROR(COFFER_E_EXISTS, CF_OBJ(.file = env->logdir),
 				"\"%s\" holds log files but no database file; refusing to create a "
@@ -250,26 +291,6 @@ static void *ckpt_main(void *arg)
 }
 
 /* ---- open ---- */
-
-/* Delete log generations after GEN: they hold only a batch cut by a crash,
- * or (point-in-time recovery) history after the recovery target. */
-static int drop_later_generations(coffer_env *env, uint32_t gen)
-{
-	uint32_t lo, hi;
-	int rc = cf_log_scan_dir(env->logdir, &lo, &hi);
-	if (rc)
-		return rc;
-	for (uint32_t g = hi; g > gen; g--) {
-		char name[32], *path;
-		snprintf(name, sizeof name, "%010u.log", g);
-		CF_RET(join(&path, env->logdir, name));
-		rc = cf_os.unlink(path) == 0 || errno == ENOENT ? COFFER_OK
-								 : cf_error_sys("delete", path, -1);
-		free(path);
-		CF_RET(rc);
-	}
-	return hi > gen ? cf_fsync_dir(env->logdir) : COFFER_OK;
-}
 
 static void env_free(coffer_env *env)
 {
@@ -414,7 +435,8 @@ int coffer_env_open(coffer_env **out, const char *dir, const coffer_env_options 
 			      CF_LSN_GEN(res.end), CF_LSN_OFF(res.end), (long long)res.last_commit_us);
 		goto err;
 	}
-	CF_GO(rc, drop_later_generations(env, CF_LSN_GEN(res.end)));
+	/* cf_log_open deletes the generations after res.end: they hold only a
+	 * batch cut by the crash, or history after a recovery target. */
 	cf_log_options lo = {.file_size = env->opts.log_file_size,
 			     .circular = env->opts.circular_logging,
 			     .evlog = env->evlog};
@@ -443,6 +465,13 @@ int coffer_env_open(coffer_env **out, const char *dir, const coffer_env_options 
 		if (res.torn) {
 			lsn_str(torn, sizeof torn, res.torn_at);
 			ev_str(&f[nf++], "TORN_AT", torn);
+		}
+		if (res.torn) {
+			coffer_evfield tf[2] = {{"TORN_AT", torn}, {"DIR", env->logdir}};
+			coffer_event_write(env->evlog, COFFER_EV_LOG_TORN_TAIL, tf, 2,
+					   "the log ended at a torn record at %s (generation %u, offset %u); "
+					   "the commit it belonged to was never acknowledged",
+					   torn, CF_LSN_GEN(res.torn_at), CF_LSN_OFF(res.torn_at));
 		}
 		coffer_event_write(env->evlog, hard ? COFFER_EV_RECOVERY_COMPLETED : COFFER_EV_CRASH_RECOVERY,
 				   f, nf, "replayed %llu commit(s), %llu page change(s) from %s to %s%s",

@@ -1,0 +1,326 @@
+/*
+ * proto.c - framing of the backup protocol (format in proto.h).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
+
+#include <openssl/err.h>
+
+#include "backup/proto.h"
+#include "common/err.h"
+
+static const char MAGIC[4] = {'C', 'B', 'K', '1'};
+
+static int wait_fd(struct cf_stream *s, short ev)
+{
+	if (s->timeout_ms <= 0)
+		return COFFER_OK;
+	struct pollfd p = {.fd = s->fd, .events = ev};
+	for (;;) {
+		int r = poll(&p, 1, s->timeout_ms);
+		if (r > 0)
+			return COFFER_OK;
+		if (r == 0)
+			return CF_ERROR(COFFER_E_TIMEOUT, CF_OBJ(.peer = s->peer),
+					"no progress on the connection to %s for %d ms", s->peer,
+					s->timeout_ms);
+		if (errno != EINTR)
+			return CF_ERROR(COFFER_E_CONNECTION_LOST, CF_OBJ(.peer = s->peer, .sys_errno = errno),
+					"poll on the connection to %s failed: %s", s->peer, strerror(errno));
+	}
+}
+
+static int tls_error(struct cf_stream *s, const char *op, int r)
+{
+	int e = SSL_get_error(s->ssl, r);
+	if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0))
+		return CF_ERROR(COFFER_E_CONNECTION_LOST, CF_OBJ(.peer = s->peer),
+				"the TLS connection to %s closed during %s", s->peer, op);
+	char buf[256];
+	ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
+	ERR_clear_error();
+	return CF_ERROR(COFFER_E_TLS, CF_OBJ(.peer = s->peer), "TLS %s with %s failed: %s", op,
+			s->peer, buf);
+}
+
+int cf_stream_write(struct cf_stream *s, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	while (n > 0) {
+		CF_RET(wait_fd(s, POLLOUT));
+		ssize_t w;
+		if (s->ssl) {
+			int r = SSL_write(s->ssl, b, n > INT32_MAX ? INT32_MAX : (int)n);
+			if (r <= 0)
+				return tls_error(s, "write", r);
+			w = r;
+		} else {
+			w = send(s->fd, b, n, MSG_NOSIGNAL);
+			if (w < 0) {
+				if (errno == EINTR)
+					continue;
+				return CF_ERROR(COFFER_E_CONNECTION_LOST,
+						CF_OBJ(.peer = s->peer, .sys_errno = errno),
+						"sending to %s failed: %s", s->peer, strerror(errno));
+			}
+		}
+		b += w;
+		n -= (size_t)w;
+		s->bytes_out += (uint64_t)w;
+	}
+	return COFFER_OK;
+}
+
+int cf_stream_read(struct cf_stream *s, void *p, size_t n)
+{
+	uint8_t *b = p;
+	while (n > 0) {
+		if (!(s->ssl && SSL_pending(s->ssl) > 0))
+			CF_RET(wait_fd(s, POLLIN));
+		ssize_t r;
+		if (s->ssl) {
+			int x = SSL_read(s->ssl, b, n > INT32_MAX ? INT32_MAX : (int)n);
+			if (x <= 0)
+				return tls_error(s, "read", x);
+			r = x;
+		} else {
+			r = recv(s->fd, b, n, 0);
+			if (r < 0) {
+				if (errno == EINTR)
+					continue;
+				return CF_ERROR(COFFER_E_CONNECTION_LOST,
+						CF_OBJ(.peer = s->peer, .sys_errno = errno),
+						"receiving from %s failed: %s", s->peer, strerror(errno));
+			}
+			if (r == 0)
+				return CF_ERROR(COFFER_E_CONNECTION_LOST, CF_OBJ(.peer = s->peer),
+						"%s closed the connection", s->peer);
+		}
+		b += r;
+		n -= (size_t)r;
+		s->bytes_in += (uint64_t)r;
+	}
+	return COFFER_OK;
+}
+
+int cf_stream_read_line(struct cf_stream *s, char *buf, size_t cap)
+{
+	size_t n = 0;
+	for (;;) {
+		char ch;
+		CF_RET(cf_stream_read(s, &ch, 1));
+		if (ch == '\n' && n > 0 && buf[n - 1] == '\r') {
+			buf[n - 1] = '\0';
+			return COFFER_OK;
+		}
+		if (n + 1 >= cap)
+			return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
+					"%s sent a reply line longer than %zu bytes", s->peer, cap - 1);
+		buf[n++] = ch;
+	}
+}
+
+static uint64_t frame_sum(const uint8_t hdr[CF_BKP_HDR], const void *p1, size_t n1, const void *p2,
+			  size_t n2)
+{
+	XXH3_state_t st;
+	XXH3_64bits_reset(&st);
+	uint8_t h[CF_BKP_HDR];
+	memcpy(h, hdr, CF_BKP_HDR);
+	memset(h + 16, 0, 8);
+	XXH3_64bits_update(&st, h, CF_BKP_HDR);
+	if (n1)
+		XXH3_64bits_update(&st, p1, n1);
+	if (n2)
+		XXH3_64bits_update(&st, p2, n2);
+	return XXH3_64bits_digest(&st);
+}
+
+static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint16_t get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+int cf_bkp_send(struct cf_stream *s, uint16_t type, const void *p1, size_t n1, const void *p2,
+		size_t n2)
+{
+	if (n1 + n2 > CF_BKP_MAX_PAYLOAD)
+		return CF_ERROR(COFFER_E_INTERNAL, NULL, "frame of %zu bytes exceeds the limit", n1 + n2);
+	uint8_t h[CF_BKP_HDR] = {0};
+	memcpy(h, MAGIC, 4);
+	put16(h + 4, type);
+	put32(h + 8, (uint32_t)(n1 + n2));
+	put64(h + 16, frame_sum(h, p1, n1, p2, n2));
+	CF_RET(cf_stream_write(s, h, sizeof h));
+	if (n1)
+		CF_RET(cf_stream_write(s, p1, n1));
+	if (n2)
+		CF_RET(cf_stream_write(s, p2, n2));
+	return COFFER_OK;
+}
+
+/* ERROR payload: u32 code, i32 errno, i64 page, generation, offset, then
+ * u16-length-prefixed message, file, peer. */
+int cf_bkp_send_error(struct cf_stream *s, const coffer_error *e)
+{
+	uint8_t p[32 + 3 * 2 + sizeof e->message + sizeof e->file + sizeof e->peer];
+	size_t n = 0;
+	put32(p, (uint32_t)e->code);
+	put32(p + 4, (uint32_t)e->sys_errno);
+	put64(p + 8, (uint64_t)e->page);
+	put64(p + 16, (uint64_t)e->generation);
+	put64(p + 24, (uint64_t)e->offset);
+	n = 32;
+	const char *strs[3] = {e->message, e->file, e->peer};
+	for (int i = 0; i < 3; i++) {
+		size_t l = strlen(strs[i]);
+		put16(p + n, (uint16_t)l);
+		memcpy(p + n + 2, strs[i], l);
+		n += 2 + l;
+	}
+	return cf_bkp_send(s, BKF_ERROR, p, n, NULL, 0);
+}
+
+static int raise_error_frame(struct cf_stream *s, const uint8_t *p, uint32_t len)
+{
+	if (len < 32)
+		return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer), "short ERROR frame from %s",
+				s->peer);
+	int code = (int)get32(p);
+	if (coffer_code_name(code) == NULL)
+		code = COFFER_E_PROTOCOL;
+	char strs[3][768] = {"", "", ""};
+	uint32_t n = 32;
+	for (int i = 0; i < 3; i++) {
+		if (n + 2 > len)
+			break;
+		uint32_t l = get16(p + n);
+		if (n + 2 + l > len)
+			break;
+		size_t cap = i == 0 ? 767 : (i == 1 ? 511 : 127);
+		size_t c = l < cap ? l : cap;
+		memcpy(strs[i], p + n + 2, c);
+		strs[i][c] = '\0';
+		n += 2 + l;
+	}
+	cf_obj o = {.file = strs[1][0] ? strs[1] : NULL,
+		    .peer = strs[2][0] ? strs[2] : s->peer,
+		    .sys_errno = (int)get32(p + 4)};
+	int64_t page = (int64_t)get64(p + 8), gen = (int64_t)get64(p + 16), off = (int64_t)get64(p + 24);
+	if (page >= 0) {
+		o.page = page;
+		o.has_page = 1;
+	}
+	if (gen >= 0) {
+		o.generation = gen;
+		o.has_generation = 1;
+	}
+	if (off >= 0) {
+		o.offset = off;
+		o.has_offset = 1;
+	}
+	return CF_ERROR(code, &o, "%s", strs[0][0] ? strs[0] : coffer_code_message(code));
+}
+
+int cf_bkp_recv(struct cf_stream *s, uint16_t *type, uint8_t *buf, uint32_t *len)
+{
+	uint8_t h[CF_BKP_HDR];
+	CF_RET(cf_stream_read(s, h, sizeof h));
+	uint32_t n = get32(h + 8);
+	if (memcmp(h, MAGIC, 4) != 0)
+		return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
+				"%s sent bytes that are not a backup frame (wrong magic)", s->peer);
+	if (n > CF_BKP_MAX_PAYLOAD)
+		return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
+				"%s announced a frame of %u bytes (limit %u)", s->peer, n, CF_BKP_MAX_PAYLOAD);
+	CF_RET(cf_stream_read(s, buf, n));
+	if (get64(h + 16) != frame_sum(h, buf, n, NULL, 0))
+		return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer, CF_OFF(s->bytes_in - n - CF_BKP_HDR)),
+				"a backup frame from %s fails its checksum (damaged in transit)", s->peer);
+	*type = get16(h + 4);
+	*len = n;
+	if (*type == BKF_ERROR)
+		return raise_error_frame(s, buf, n);
+	if (*type < BKF_INFO || *type > BKF_ABORT)
+		return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
+				"%s sent a backup frame of unknown type %u", s->peer, *type);
+	return COFFER_OK;
+}
+
+void cf_bkp_info_encode(const struct coffer_backup_info *bi, uint8_t out[CF_BKP_INFO_LEN])
+{
+	memset(out, 0, CF_BKP_INFO_LEN);
+	put32(out, CF_BKP_VERSION);
+	put32(out + 4, bi->type);
+	memcpy(out + 8, bi->id, 16);
+	memcpy(out + 24, bi->parent_id, 16);
+	memcpy(out + 40, bi->signature, 16);
+	put32(out + 56, bi->page_size);
+	put32(out + 60, bi->gen_first);
+	put64(out + 64, bi->npages);
+	put64(out + 72, bi->redo_lsn);
+	put64(out + 80, (uint64_t)bi->start_us);
+	put32(out + 88, bi->gen_last);
+	size_t w = strnlen(bi->who, sizeof bi->who - 1);
+	memcpy(out + 96, bi->who, w); /* 96..223 */
+}
+
+int cf_bkp_info_decode(const uint8_t *p, uint32_t len, struct coffer_backup_info *bi)
+{
+	if (len != CF_BKP_INFO_LEN)
+		return CF_ERROR(COFFER_E_PROTOCOL, NULL, "INFO frame of %u bytes, expected %u", len,
+				CF_BKP_INFO_LEN);
+	if (get32(p) != CF_BKP_VERSION)
+		return CF_ERROR(COFFER_E_PROTOCOL_VERSION, NULL,
+				"the server speaks backup protocol version %u; this coffer speaks %u",
+				get32(p), CF_BKP_VERSION);
+	memset(bi, 0, sizeof *bi);
+	bi->type = get32(p + 4);
+	memcpy(bi->id, p + 8, 16);
+	memcpy(bi->parent_id, p + 24, 16);
+	memcpy(bi->signature, p + 40, 16);
+	bi->page_size = get32(p + 56);
+	bi->gen_first = get32(p + 60);
+	bi->npages = get64(p + 64);
+	bi->redo_lsn = get64(p + 72);
+	bi->start_us = (int64_t)get64(p + 80);
+	bi->gen_last = get32(p + 88);
+	memcpy(bi->who, p + 96, 127);
+	bi->who[127] = '\0';
+	if (coffer_backup_type_name(bi->type) == NULL ||
+	    (bi->npages && (bi->page_size < 4096 || bi->page_size > 65536 ||
+			    (bi->page_size & (bi->page_size - 1)))))
+		return CF_ERROR(COFFER_E_PROTOCOL, NULL, "INFO frame with impossible values (type %u, page size %u)",
+				bi->type, bi->page_size);
+	return COFFER_OK;
+}
+
+int cf_bkp_send_file(struct cf_stream *s, const char *name, uint64_t size)
+{
+	uint8_t p[8 + 2 + 256];
+	size_t l = strlen(name);
+	if (l > 255)
+		return CF_ERROR(COFFER_E_INTERNAL, NULL, "file name too long: %s", name);
+	put64(p, size);
+	put16(p + 8, (uint16_t)l);
+	memcpy(p + 10, name, l);
+	return cf_bkp_send(s, BKF_FILE, p, 10 + l, NULL, 0);
+}
+
+int cf_bkp_file_decode(const uint8_t *p, uint32_t len, char *name, size_t cap, uint64_t *size)
+{
+	if (len < 10 || get16(p + 8) != len - 10 || len - 10 >= cap || len - 10 == 0)
+		return CF_ERROR(COFFER_E_PROTOCOL, NULL, "malformed FILE frame (%u bytes)", len);
+	*size = get64(p);
+	memcpy(name, p + 10, len - 10);
+	name[len - 10] = '\0';
+	return COFFER_OK;
+}

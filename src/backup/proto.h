@@ -1,0 +1,104 @@
+/*
+ * proto.h - the backup protocol: framed, versioned, checksummed.
+ *
+ * A backup runs on an ordinary cofferd connection (Unix socket or TCP, TLS
+ * or not). After authentication the client sends the RESP command
+ *
+ *     COFFER.BACKUP <version> <type>          (type: full|incremental|differential|copy)
+ *
+ * and the server answers either a RESP error ("-ERR ... (COFFER_E_...)")
+ * or "+COFFER-BACKUP <version>"; from then on both sides speak frames:
+ *
+ *   frame = header (24 bytes, little-endian) + payload
+ *     0  4 magic "CBK1"
+ *     4  2 type (BKF_*)
+ *     6  2 flags (0)
+ *     8  4 payload length (at most CF_BKP_MAX_PAYLOAD)
+ *    12  4 reserved (0)
+ *    16  8 XXH3-64 of the header (this field zero) and the payload
+ *
+ * Server -> client, in this order:
+ *   INFO        the backup's identity (struct in proto.c, see cf_bkp_info_*)
+ *   FILE        "coffer.db", size   (full and copy only)
+ *   DATA...     the pages, the header snapshot first (at most 1 MiB each)
+ *   FILE_END    size
+ *   ROLLED      the last log generation (the log was rolled)
+ *   FILE, DATA..., FILE_END   for each generation "log/NNNNNNNNNN.log"
+ *   (then waits for the client's CONFIRM)
+ *   END         the result: generations truncated, end time
+ * Client -> server:
+ *   CONFIRM     the last generation the client has durably stored
+ *   ABORT       give up (the server aborts the backup, changes nothing)
+ * Either side, instead of the next frame:
+ *   ERROR       a catalog code and its detail: message, file, page,
+ *               generation, offset, errno, peer - the receiver raises it as
+ *               its own error, so the client prints what failed on the
+ *               server, on which object, and what to do.
+ * A broken checksum, an unknown type or an oversized length is
+ * COFFER_E_PROTOCOL; a connection that ends early is
+ * COFFER_E_CONNECTION_LOST; the server then aborts the backup.
+ */
+#ifndef COFFER_BACKUP_PROTO_H
+#define COFFER_BACKUP_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include <coffer/backup.h>
+
+#define CF_BKP_VERSION 1u
+#define CF_BKP_HDR 24u
+#define CF_BKP_MAX_PAYLOAD ((uint32_t)(1u << 20) + 4096u)
+#define CF_BKP_DATA_MAX ((uint32_t)1u << 20)
+
+enum cf_bkf_type {
+	BKF_INFO = 1,
+	BKF_FILE = 2,
+	BKF_DATA = 3,
+	BKF_FILE_END = 4,
+	BKF_ERROR = 5,
+	BKF_ROLLED = 6,
+	BKF_CONFIRM = 7,
+	BKF_END = 8,
+	BKF_ABORT = 9,
+};
+
+/* A connected byte stream: a socket, with TLS when ssl != NULL. Blocking;
+ * each read or write waits at most timeout_ms (0: forever). */
+struct cf_stream {
+	int fd;
+	SSL *ssl;
+	char peer[128];
+	int timeout_ms;
+	uint64_t bytes_in, bytes_out;
+};
+
+/* Errors: COFFER_E_CONNECTION_LOST (peer closed, reset), COFFER_E_TIMEOUT,
+ * COFFER_E_TLS, with the peer named. */
+int cf_stream_write(struct cf_stream *s, const void *p, size_t n);
+int cf_stream_read(struct cf_stream *s, void *p, size_t n);
+/* Read one line ending in "\r\n" (at most cap-1 bytes, NUL-terminated,
+ * without the CRLF). Errors: as cf_stream_read, COFFER_E_PROTOCOL if longer. */
+int cf_stream_read_line(struct cf_stream *s, char *buf, size_t cap);
+
+int cf_bkp_send(struct cf_stream *s, uint16_t type, const void *p1, size_t n1, const void *p2,
+		size_t n2);
+/* Receive one frame into BUF (CF_BKP_MAX_PAYLOAD bytes). An ERROR frame is
+ * decoded and raised: the call returns its code with the record filled in. */
+int cf_bkp_recv(struct cf_stream *s, uint16_t *type, uint8_t *buf, uint32_t *len);
+
+/* ERROR frames carry a coffer_error. */
+int cf_bkp_send_error(struct cf_stream *s, const coffer_error *e);
+
+/* INFO payload */
+#define CF_BKP_INFO_LEN 240u
+void cf_bkp_info_encode(const struct coffer_backup_info *bi, uint8_t out[CF_BKP_INFO_LEN]);
+int cf_bkp_info_decode(const uint8_t *p, uint32_t len, struct coffer_backup_info *bi);
+
+/* FILE payload: u64 size, u16 name length, name. */
+int cf_bkp_send_file(struct cf_stream *s, const char *name, uint64_t size);
+int cf_bkp_file_decode(const uint8_t *p, uint32_t len, char *name, size_t cap, uint64_t *size);
+
+#endif
