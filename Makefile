@@ -35,8 +35,8 @@ build: deps $(BUILD)/build.ninja
 build-asan: deps-check $(BUILD_ASAN)/build.ninja
 	ninja -C $(BUILD_ASAN)
 
-demo: deps build
-	@sh tools/demo.sh $(BUILD)
+demo: deps-check build
+	@/usr/bin/python3 tools/demo.py $(BUILD)
 
 check: deps-check build build-asan
 	@/usr/bin/python3 tests/run_all.py --build $(BUILD) --build $(BUILD_ASAN)

@@ -25,7 +25,12 @@ int cmd_events(struct cli *cli, int argc, char **argv);
 int cmd_dump(struct cli *cli, int argc, char **argv);
 
 int cmd_check(struct cli *cli, int argc, char **argv);
+int cmd_backup(struct cli *cli, int argc, char **argv);
 int cmd_recover(struct cli *cli, int argc, char **argv);
+/* backup sets (src/backup/archive.h) */
+int cmd_verify(struct cli *cli, int argc, char **argv);
+int cmd_list(struct cli *cli, int argc, char **argv);
+int cmd_restore(struct cli *cli, int argc, char **argv);
 /* dump subjects in cmd_dump_store.c; argv[0] = the subject */
 int dump_header(int argc, char **argv);
 int dump_checkpoint(int argc, char **argv);

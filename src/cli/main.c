@@ -18,8 +18,16 @@ static const char usage_text[] =
 	"  explain --list               list every error code and event id, code first\n"
 	"  events (--data DIR | --server ADDR) [--id N] [--source S] [--since TIME] [--json]\n"
 	"                               list events from a store's event log\n"
+	"  backup [--type full|incremental|differential|copy] -o OUT [--format file|dir]\n"
+	"         [--compress zstd[:LEVEL]|none] [--quiet] [--json]\n"
+	"                               take an online backup from cofferd\n"
 	"  check DIR                    offline check: page checksums, tree structure\n"
 	"  recover DIR [--until TIME|LOGPOS]  offline (hard) recovery\n"
+	"  restore SET... --target DIR [--until TIME|LOGPOS] [--no-recover]\n"
+	"                               restore a full set and its incrementals (or one\n"
+	"                               differential) into a new store, then recover it\n"
+	"  verify SET...                check every block, digest and the chain of sets\n"
+	"  list SET                     the catalog of a backup set\n"
 	"  dump header|checkpoint|logs DIR    dump the header, checkpoint or log\n"
 	"  dump logs DIR [--from GEN] [--summary]\n"
 	"                               print the log generations of a store, offline\n"
@@ -39,7 +47,11 @@ static const struct command commands[] = {
 	{"events", cmd_events},
 	{"dump", cmd_dump},
 	{"check", cmd_check},
+	{"backup", cmd_backup},
 	{"recover", cmd_recover},
+	{"verify", cmd_verify},
+	{"list", cmd_list},
+	{"restore", cmd_restore},
 };
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)

@@ -293,8 +293,21 @@ int coffer_backup_read_pages(coffer_backup *b, uint64_t first, uint32_t count, v
 
 int coffer_backup_roll(coffer_backup *b)
 {
+	/* A time mark at the end of the set's log: point-in-time recovery to
+	 * any moment up to here is then known to be reachable. */
+	coffer_env *env = b->env;
+	uint8_t mark[16];
+	memcpy(mark, "ROLLTIME", 8);
+	int64_t t = now_us();
+	memcpy(mark + 8, &t, 8);
+	cf_log_in rec = {.type = CF_LOG_NOOP, .p1 = mark, .n1 = sizeof mark};
+	pthread_mutex_lock(&env->write_mu);
+	int rc = cf_log_append(env->log, &rec, 1, NULL, NULL);
+	pthread_mutex_unlock(&env->write_mu);
+	if (rc)
+		return cf_env_set_fatal(env, rc, "marking the end of a backup's log");
 	uint32_t closed;
-	CF_RET(cf_log_roll(b->env->log, &closed));
+	CF_RET(cf_log_roll(env->log, &closed));
 	b->info.gen_last = closed;
 	b->rolled = 1;
 	if (b->info.gen_last < b->info.gen_first)

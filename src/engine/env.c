@@ -428,7 +428,12 @@ int coffer_env_open(coffer_env **out, const char *dir, const coffer_env_options 
 			cf_error_prefix("recovery from %u:%u failed", CF_LSN_GEN(redo), CF_LSN_OFF(redo));
 		goto err;
 	}
-	if ((env->opts.until_us || env->opts.until_lsn) && !res.stopped_early) {
+	/* A target past the last commit is reached when the log is known to
+	 * go on past it: a later roll mark (time) or the end of the log (LSN). */
+	int reached = res.stopped_early ||
+		      (env->opts.until_us && env->opts.until_us <= res.marked_us) ||
+		      (env->opts.until_lsn && env->opts.until_lsn <= res.end);
+	if ((env->opts.until_us || env->opts.until_lsn) && !reached) {
 		rc = CF_ERROR(COFFER_E_UNTIL_NOT_REACHED, CF_OBJ(.file = env->logdir, CF_GEN(res.gen_last)),
 			      "the log ends at %u:%u before the recovery target; the last commit "
 			      "replayed was at %lld µs",

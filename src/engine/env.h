@@ -100,6 +100,7 @@ struct cf_recovery_result {
 	cf_lsn torn_at;
 	int stopped_early;       /* until target reached before the end of the log */
 	int64_t last_commit_us;
+	int64_t marked_us;       /* the log is known complete up to this time */
 };
 int cf_recover(coffer_env *env, cf_lsn redo, struct cf_recovery_result *res);
 

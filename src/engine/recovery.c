@@ -190,8 +190,16 @@ int cf_recover(coffer_env *env, cf_lsn redo, struct cf_recovery_result *res)
 			}
 			break;
 		}
-		case CF_LOG_CHECKPOINT:
 		case CF_LOG_NOOP:
+			/* A backup's roll mark: the log is known complete up to its time. */
+			if (rec.len == 16 && memcmp(rec.payload, "ROLLTIME", 8) == 0) {
+				int64_t t;
+				memcpy(&t, rec.payload + 8, 8);
+				if (t > res->last_commit_us)
+					res->marked_us = t;
+			}
+			/* fall through */
+		case CF_LOG_CHECKPOINT:
 			if (b.n == 0)
 				res->end = rec.end;
 			break;

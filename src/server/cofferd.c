@@ -3,13 +3,18 @@
  *
  *   cofferd --data DIR [--listen ADDR]... [--config FILE] [--circular-logging]
  *           [--tls-cert FILE --tls-key FILE] [--password-file FILE]
- *           [--backup-group NAME]
+ *           [--backup-group NAME] [--workers N] [--max-clients N]
+ *           [--max-bulk-length SIZE] [--max-output-buffer SIZE]
  *
  * Runs in the foreground. Start: create/lock DIR, open the event log, open
- * the store (crash recovery runs there, with its own event), log "server
- * started". SIGTERM or SIGINT: checkpoint, mark the store clean, log
- * "server stopped cleanly", exit 0. A failure at start prints
- * "cofferd: error: MESSAGE (NAME)", logs event 1002 and exits with the code.
+ * the store (crash recovery runs there, with its own event), open the
+ * listeners (default unix:DIR/cofferd.sock), start the workers and the
+ * event loop (src/server/srv.h), log "server started" naming the
+ * addresses. SIGTERM or SIGINT: stop accepting, finish the commands in
+ * flight and send their replies, close the connections and remove the Unix
+ * sockets, checkpoint, mark the store clean, log "server stopped cleanly",
+ * exit 0. A failure at start prints "cofferd: error: MESSAGE (NAME)", logs
+ * event 1002 and exits with the code.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -19,15 +24,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <openssl/rand.h>
 
 #include <coffer/coffer.h>
 #include <coffer/event.h>
 
 #include "common/err.h"
 #include "common/os.h"
+#include "server/srv.h"
 
-#define MAX_LISTEN 16
+#define MAX_LISTEN SRV_MAX_LISTEN
 
 struct config {
 	char *data;
@@ -38,14 +47,19 @@ struct config {
 	uint64_t cache_bytes;
 	uint32_t page_size;
 	uint32_t log_file_size;
+	char *config_file;
+	struct srv_limits lim;
 };
 
 static const char usage_text[] =
 	"usage: cofferd --data DIR [--listen ADDR]... [--config FILE] [--circular-logging]\n"
 	"               [--tls-cert FILE --tls-key FILE] [--password-file FILE]\n"
-	"               [--backup-group NAME]\n"
+	"               [--backup-group NAME] [--workers N] [--max-clients N]\n"
+	"               [--max-bulk-length SIZE] [--max-output-buffer SIZE]\n"
 	"  ADDR is unix:PATH or HOST:PORT; default unix:DIR/cofferd.sock\n"
-	"  runs in the foreground; SIGTERM or SIGINT: clean shutdown\n";
+	"  runs in the foreground; SIGTERM or SIGINT: clean shutdown\n"
+	"  without a password, TCP is accepted from loopback only; the backup-operators\n"
+	"  group (default coffer-backup) may back up and read events over a Unix socket\n";
 
 static int set_str(char **dst, const char *v)
 {
@@ -107,6 +121,32 @@ static int apply_key(struct config *c, const char *key, const char *v)
 			c->circular_logging = 0;
 		else
 			return CF_ERROR(COFFER_E_CONFIG, NULL, "circular-logging must be yes or no, not '%s'", v);
+		return COFFER_OK;
+	}
+	if (strcmp(key, "workers") == 0 || strcmp(key, "max-clients") == 0) {
+		char *end;
+		errno = 0;
+		unsigned long num = strtoul(v, &end, 10);
+		unsigned long hi = key[0] == 'w' ? 1024 : 1000000;
+		if (errno || *end || end == v || num < 1 || num > hi)
+			return CF_ERROR(COFFER_E_CONFIG, NULL, "%s must be a number 1..%lu, not '%s'", key, hi, v);
+		if (key[0] == 'w')
+			c->lim.workers = (unsigned)num;
+		else
+			c->lim.max_clients = num;
+		return COFFER_OK;
+	}
+	if (strcmp(key, "max-bulk-length") == 0 || strcmp(key, "max-output-buffer") == 0) {
+		CF_RET(parse_size(key, v, &n));
+		/* A value must fit the engine (4 GiB - 1) with its type byte. */
+		uint64_t lo = key[4] == 'b' ? 1024 : 64 * 1024, hi = 2ull << 30;
+		if (n < lo || n > hi)
+			return CF_ERROR(COFFER_E_CONFIG, NULL, "%s must be between %lluK and 2G, not %s", key,
+					(unsigned long long)(lo / 1024), v);
+		if (key[4] == 'b')
+			c->lim.max_bulk = (size_t)n;
+		else
+			c->lim.max_output = (size_t)n;
 		return COFFER_OK;
 	}
 	if (strcmp(key, "cache-size") == 0) {
@@ -179,6 +219,10 @@ static int parse_args(struct config *c, int argc, char **argv)
 		{"password-file", required_argument, NULL, 'P'},
 		{"backup-group", required_argument, NULL, 'G'},
 		{"cache-size", required_argument, NULL, 's'},
+		{"workers", required_argument, NULL, 'W'},
+		{"max-clients", required_argument, NULL, 'M'},
+		{"max-bulk-length", required_argument, NULL, 'B'},
+		{"max-output-buffer", required_argument, NULL, 'O'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -189,8 +233,10 @@ static int parse_args(struct config *c, int argc, char **argv)
 			cfg = argv[i + 1];
 		else if (strncmp(argv[i], "--config=", 9) == 0)
 			cfg = argv[i] + 9;
-		if (cfg)
+		if (cfg) {
 			CF_RET(load_config(c, cfg));
+			CF_RET(set_str(&c->config_file, cfg));
+		}
 	}
 	int ch;
 	opterr = 0;
@@ -205,6 +251,10 @@ static int parse_args(struct config *c, int argc, char **argv)
 		case 'P': CF_RET(set_str(&c->password_file, optarg)); break;
 		case 'G': CF_RET(set_str(&c->backup_group, optarg)); break;
 		case 's': CF_RET(apply_key(c, "cache-size", optarg)); break;
+		case 'W': CF_RET(apply_key(c, "workers", optarg)); break;
+		case 'M': CF_RET(apply_key(c, "max-clients", optarg)); break;
+		case 'B': CF_RET(apply_key(c, "max-bulk-length", optarg)); break;
+		case 'O': CF_RET(apply_key(c, "max-output-buffer", optarg)); break;
 		case 'h':
 			fputs(usage_text, stdout);
 			exit(0);
@@ -219,7 +269,53 @@ static int parse_args(struct config *c, int argc, char **argv)
 		return CF_ERROR(COFFER_E_USAGE, NULL, "--data DIR is required");
 	if ((c->tls_cert == NULL) != (c->tls_key == NULL))
 		return CF_ERROR(COFFER_E_USAGE, NULL, "--tls-cert and --tls-key go together");
+	if (c->lim.max_output < c->lim.max_bulk + 64)
+		return CF_ERROR(COFFER_E_CONFIG, NULL,
+				"max-output-buffer (%zu) must be larger than max-bulk-length (%zu): a GET of the "
+				"largest value must fit",
+				c->lim.max_output, c->lim.max_bulk);
+	if (c->nlisten == 0) {
+		char def[4096];
+		snprintf(def, sizeof def, "unix:%s/cofferd.sock", c->data);
+		CF_RET(add_listen(c, def));
+	}
 	return COFFER_OK;
+}
+
+/* The password: the first line of FILE, without its line end. */
+static int read_password(const char *path, char **out)
+{
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return cf_error_sys("open the password file", path, -1);
+	char buf[4096];
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	int bad = ferror(f);
+	fclose(f);
+	if (bad)
+		return cf_error_sys("read the password file", path, -1);
+	buf[n] = 0;
+	buf[strcspn(buf, "\r\n")] = 0;
+	if (buf[0] == 0)
+		return CF_ERROR(COFFER_E_CONFIG, CF_OBJ(.file = path),
+				"the password file \"%s\" is empty; its first line is the password", path);
+	*out = strdup(buf);
+	explicit_bzero(buf, sizeof buf);
+	return *out ? COFFER_OK : CF_ERROR(COFFER_E_NOMEM, NULL, "no memory");
+}
+
+/* As many descriptors as we may have: one per connection. */
+static rlim_t raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 1024;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	return rl.rlim_cur;
 }
 
 static void config_free(struct config *c)
@@ -231,6 +327,7 @@ static void config_free(struct config *c)
 	free(c->tls_key);
 	free(c->password_file);
 	free(c->backup_group);
+	free(c->config_file);
 }
 
 static int fail(coffer_evlog *ev, int rc)
@@ -247,6 +344,12 @@ int main(int argc, char **argv)
 	struct config cfg = {0};
 	coffer_evlog *ev = NULL;
 	coffer_env *env = NULL;
+	struct srv *srv = NULL;
+	struct srv_config scfg;
+	char *password = NULL;
+	cfg.lim = (struct srv_limits){SRV_DEFAULT_MAX_CLIENTS, SRV_DEFAULT_MAX_BULK, SRV_DEFAULT_MAX_ARGS,
+				      SRV_DEFAULT_MAX_INLINE, SRV_DEFAULT_MAX_QUERY, SRV_DEFAULT_MAX_OUTPUT,
+				      SRV_DEFAULT_WORKERS};
 	int rc = parse_args(&cfg, argc, argv);
 	if (rc) {
 		rc = fail(NULL, rc);
@@ -260,6 +363,14 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	rlim_t nofile = raise_nofile();
+	if (cfg.password_file) {
+		rc = read_password(cfg.password_file, &password);
+		if (rc) {
+			rc = fail(NULL, rc);
+			goto out;
+		}
+	}
 
 	rc = cf_mkdir_p(cfg.data, 0700);
 	if (rc == COFFER_OK)
@@ -281,16 +392,75 @@ int main(int argc, char **argv)
 		rc = fail(ev, rc);
 		goto out;
 	}
-	coffer_evfield f[2] = {{"DATA", cfg.data}, {"PID", NULL}};
+
+	/* The server: listeners, workers, event loop. */
+	memset(&scfg, 0, sizeof scfg);
+	scfg.data_dir = cfg.data;
+	for (int i = 0; i < cfg.nlisten; i++)
+		scfg.listen[i] = cfg.listen[i];
+	scfg.nlisten = cfg.nlisten;
+	scfg.tls_cert = cfg.tls_cert;
+	scfg.tls_key = cfg.tls_key;
+	scfg.password = password;
+	scfg.backup_group = cfg.backup_group;
+	scfg.config_file = cfg.config_file;
+	scfg.lim = cfg.lim;
+	srv = calloc(1, sizeof *srv);
+	if (srv == NULL) {
+		rc = fail(ev, CF_ERROR(COFFER_E_NOMEM, NULL, "no memory"));
+		goto out;
+	}
+	srv->cfg = &scfg;
+	srv->env = env;
+	srv->ev = ev;
+	srv->start_us = srv_now_us();
+	pthread_mutex_init(&srv->scan_mu, NULL);
+	pthread_mutex_init(&srv->rate_mu, NULL);
+	pthread_mutex_init(&srv->sess_mu, NULL);
+	pthread_cond_init(&srv->sess_cv, NULL);
+	{
+		unsigned char rnd[20];
+		if (RAND_bytes(rnd, sizeof rnd) != 1)
+			memset(rnd, 0, sizeof rnd);
+		for (int i = 0; i < 20; i++)
+			snprintf(srv->run_id + 2 * i, 3, "%02x", rnd[i]);
+	}
+	/* Leave room for the store's files, the event log and the listeners. */
+	size_t fds = nofile > 64 + (rlim_t)cfg.nlisten * 4 ? (size_t)nofile - 64 - (size_t)cfg.nlisten * 4 : 16;
+	srv->max_clients = cfg.lim.max_clients < fds ? cfg.lim.max_clients : fds;
+	srv_stats_global = &srv->st;
+	rc = srv_auth_init(srv);
+	if (rc == COFFER_OK)
+		rc = srv_loop_open(srv);
+	if (rc == COFFER_OK)
+		rc = srv_pool_start(srv, cfg.lim.workers);
+	if (rc == COFFER_OK)
+		rc = srv_loop_start(srv);
+	if (rc) {
+		rc = fail(ev, rc);
+		goto out;
+	}
+
+	char listen[1024];
+	srv_loop_describe(srv, listen, sizeof listen);
+	coffer_evfield f[3] = {{"DATA", cfg.data}, {"PID", NULL}, {"LISTEN", listen}};
 	char pid[24];
 	snprintf(pid, sizeof pid, "%ld", (long)getpid());
 	f[1].value = pid;
-	coffer_event_write(ev, COFFER_EV_SERVER_STARTED, f, 2, "cofferd started on \"%s\" (pid %s)",
-			   cfg.data, pid);
+	fprintf(stderr, "cofferd: listening on %s\n", listen);
+	if (password == NULL && srv->tcp_port != 0)
+		fprintf(stderr, "cofferd: note: no password: TCP clients are accepted from loopback only\n");
+	coffer_event_write(ev, COFFER_EV_SERVER_STARTED, f, 3, "cofferd started on \"%s\" (pid %s), listening on %s",
+			   cfg.data, pid, listen);
 	fprintf(stderr, "cofferd: started on %s (pid %s)\n", cfg.data, pid);
 
 	int sig = 0;
 	sigwait(&sigs, &sig);
+	fprintf(stderr, "cofferd: %s: stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	atomic_store(&srv->stopping, 1);
+	srv_loop_stop(srv);
+	srv_sessions_stop(srv, 5000);
+	srv_pool_stop(srv);
 	rc = coffer_env_close(env);
 	env = NULL;
 	if (rc) {
@@ -301,9 +471,27 @@ int main(int argc, char **argv)
 			   sig == SIGINT ? "SIGINT" : "SIGTERM");
 	fprintf(stderr, "cofferd: stopped cleanly\n");
 out:
+	if (srv) {
+		atomic_store(&srv->stopping, 1);
+		srv_loop_stop(srv);
+		srv_sessions_stop(srv, 5000);
+		srv_pool_stop(srv);
+		for (unsigned i = 0; i < SRV_SCAN_SLOTS; i++)
+			free(srv->scan[i].key);
+		pthread_mutex_destroy(&srv->scan_mu);
+		pthread_mutex_destroy(&srv->rate_mu);
+		pthread_mutex_destroy(&srv->sess_mu);
+		pthread_cond_destroy(&srv->sess_cv);
+		srv_stats_global = NULL;
+		free(srv);
+	}
 	if (env)
 		coffer_env_close(env);
 	coffer_evlog_close(ev);
+	if (password) {
+		explicit_bzero(password, strlen(password));
+		free(password);
+	}
 	config_free(&cfg);
 	return rc;
 }

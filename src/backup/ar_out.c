@@ -1,0 +1,270 @@
+/*
+ * ar_out.c - the output filter: where a set's bytes go, and how it becomes
+ * visible only when complete (PostgreSQL's durable_rename, libgit2's filebuf).
+ *
+ *   '-'         standard output (fd 1): streamed, never seeks; fsynced if it
+ *               is a regular file; a failed set shows as a stream without
+ *               its trailer (COFFER_E_ARCHIVE_TRUNCATED for the reader).
+ *   PATH        PATH.tmp-XXXXXXXX (0600, O_EXCL), fsynced, closed, renamed to
+ *               PATH, parent directory fsynced.
+ *   PATH (dir)  directory PATH.tmp-XXXXXXXX (0700) holding NAME.blocks per
+ *               stored file (each fsynced when its file ends), log/, and
+ *               MANIFEST; the directories fsynced, then renamed to PATH.
+ *
+ * PATH must not exist at the start (COFFER_E_EXISTS) and is checked again
+ * just before the rename (rename(2) would replace a file or an empty
+ * directory). On failure ar_out_discard() removes the temporary at once.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "backup/ar_int.h"
+#include "common/err.h"
+#include "common/os.h"
+
+struct ar_out {
+	char *path;   /* as given */
+	char *tmp;    /* the temporary file or directory; NULL for stdout */
+	int dir, is_stdout, log_made;
+	int fd;       /* the file being written, -1 if none */
+	char cur[PATH_MAX];
+	uint64_t off, bytes;
+	int discarded, committed;
+};
+
+const char *ar_out_path(const struct ar_out *o)
+{
+	return o->path;
+}
+
+const char *ar_out_current(const struct ar_out *o)
+{
+	return o->cur;
+}
+
+uint64_t ar_out_offset(const struct ar_out *o)
+{
+	return o->off;
+}
+
+uint64_t ar_out_bytes(const struct ar_out *o)
+{
+	return o->bytes;
+}
+
+static int must_not_exist(const char *path)
+{
+	struct stat st;
+	if (cf_os.stat(path, &st) == 0)
+		return CF_ERROR(COFFER_E_EXISTS, CF_OBJ(.file = path),
+				"the backup set \"%s\" already exists; choose another name or remove it",
+				path);
+	if (errno != ENOENT)
+		return cf_error_sys("stat", path, -1);
+	return COFFER_OK;
+}
+
+int ar_out_write(struct ar_out *o, const void *p, size_t n)
+{
+	if (o->fd < 0)
+		return CF_ERROR(COFFER_E_INTERNAL, NULL, "backup set output written while no file is open");
+	CF_RET(cf_write_full(o->fd, o->cur, p, n));
+	o->off += n;
+	o->bytes += n;
+	return COFFER_OK;
+}
+
+static int write_header(struct ar_out *o, uint32_t kind)
+{
+	uint8_t h[AR_HDR_SIZE];
+	ar_hdr_encode(h, kind);
+	return ar_out_write(o, h, sizeof h);
+}
+
+int ar_out_open(struct ar_out **out, const char *path, int dir)
+{
+	int rc;
+	int is_stdout = strcmp(path, "-") == 0;
+	if (is_stdout && dir)
+		return CF_ERROR(COFFER_E_INVALID_ARGUMENT, NULL,
+				"a directory backup set cannot be written to standard output");
+	if (!is_stdout)
+		CF_RET(must_not_exist(path));
+	struct ar_out *o = calloc(1, sizeof *o);
+	if (o == NULL || (o->path = strdup(path)) == NULL) {
+		free(o);
+		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory for the backup output");
+	}
+	o->fd = -1;
+	o->dir = dir;
+	o->is_stdout = is_stdout;
+	if (is_stdout) {
+		o->fd = 1;
+		snprintf(o->cur, sizeof o->cur, "standard output");
+		CF_GO(rc, write_header(o, AR_H_STREAM));
+		*out = o;
+		return COFFER_OK;
+	}
+	uint32_t rnd;
+	if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+		rc = CF_ERROR(COFFER_E_IO, CF_OBJ(.sys_errno = errno), "no random bytes for a temporary name");
+		goto err;
+	}
+	size_t n = strlen(path) + 16;
+	if ((o->tmp = malloc(n)) == NULL) {
+		rc = CF_ERROR(COFFER_E_NOMEM, NULL, "no memory");
+		goto err;
+	}
+	snprintf(o->tmp, n, "%s.tmp-%08x", path, rnd);
+	if (dir) {
+		if (cf_os.mkdir(o->tmp, 0700) != 0) {
+			rc = cf_error_sys("create directory", o->tmp, -1);
+			free(o->tmp);
+			o->tmp = NULL; /* not ours to remove */
+			goto err;
+		}
+	} else {
+		snprintf(o->cur, sizeof o->cur, "%s", o->tmp);
+		rc = cf_open(&o->fd, o->tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		if (rc) {
+			free(o->tmp);
+			o->tmp = NULL;
+			goto err;
+		}
+		CF_GO(rc, write_header(o, AR_H_STREAM));
+	}
+	*out = o;
+	return COFFER_OK;
+err:
+	ar_out_free(o);
+	return rc;
+}
+
+/* Directory sets: open TMP/NAME (creating log/ once), write its header. */
+static int open_member(struct ar_out *o, const char *name, uint32_t kind)
+{
+	if (strncmp(name, "log/", 4) == 0 && !o->log_made) {
+		char d[PATH_MAX];
+		CF_RET(cf_path_join(d, sizeof d, o->tmp, "log"));
+		if (cf_os.mkdir(d, 0700) != 0 && errno != EEXIST)
+			return cf_error_sys("create directory", d, -1);
+		o->log_made = 1;
+	}
+	CF_RET(cf_path_join(o->cur, sizeof o->cur, o->tmp, name));
+	CF_RET(cf_open(&o->fd, o->cur, O_WRONLY | O_CREAT | O_EXCL, 0600));
+	o->off = 0;
+	return write_header(o, kind);
+}
+
+static int close_member(struct ar_out *o)
+{
+	int rc = cf_fsync(o->fd, o->cur);
+	int rc2 = cf_close(o->fd, o->cur);
+	o->fd = -1;
+	return rc ? rc : rc2;
+}
+
+int ar_out_file_begin(struct ar_out *o, const char *name)
+{
+	if (!o->dir)
+		return COFFER_OK;
+	char member[64];
+	snprintf(member, sizeof member, "%s.blocks", name);
+	return open_member(o, member, AR_H_BLOCKS);
+}
+
+int ar_out_file_end(struct ar_out *o)
+{
+	return o->dir ? close_member(o) : COFFER_OK;
+}
+
+int ar_out_manifest_begin(struct ar_out *o)
+{
+	return o->dir ? open_member(o, "MANIFEST", AR_H_MANIFEST) : COFFER_OK;
+}
+
+int ar_out_commit(struct ar_out *o)
+{
+	char parent[PATH_MAX];
+	if (o->is_stdout) {
+		struct stat st;
+		if (cf_os.fstat(1, &st) == 0 && S_ISREG(st.st_mode))
+			CF_RET(cf_fsync(1, o->cur));
+		o->committed = 1;
+		return COFFER_OK;
+	}
+	if (o->fd >= 0)
+		CF_RET(close_member(o));
+	if (o->dir) {
+		char d[PATH_MAX];
+		if (o->log_made) {
+			CF_RET(cf_path_join(d, sizeof d, o->tmp, "log"));
+			CF_RET(cf_fsync_dir(d));
+		}
+		CF_RET(cf_fsync_dir(o->tmp));
+	}
+	CF_RET(must_not_exist(o->path));
+	if (cf_os.rename(o->tmp, o->path) != 0) {
+		int e = errno;
+		return CF_ERROR(coffer_code_from_errno(e), CF_OBJ(.file = o->path, .sys_errno = e),
+				"could not rename \"%s\" to \"%s\": %s", o->tmp, o->path, strerror(e));
+	}
+	o->committed = 1;
+	CF_RET(cf_path_dirname(parent, sizeof parent, o->path));
+	return cf_fsync_dir(parent);
+}
+
+/* Remove directory D's entries (DEPTH levels of subdirectories), then D. */
+void ar_remove_tree(const char *d, int depth)
+{
+	DIR *dh = opendir(d);
+	if (dh) {
+		struct dirent *e;
+		while ((e = readdir(dh)) != NULL) {
+			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+				continue;
+			char p[PATH_MAX];
+			if (cf_path_join(p, sizeof p, d, e->d_name) != COFFER_OK)
+				continue;
+			if (cf_os.unlink(p) != 0 && depth > 0)
+				ar_remove_tree(p, depth - 1);
+		}
+		closedir(dh);
+	}
+	cf_os.rmdir(d);
+}
+
+void ar_out_discard(struct ar_out *o)
+{
+	if (o == NULL || o->discarded)
+		return;
+	coffer_error saved = *coffer_error_last();
+	o->discarded = 1;
+	if (o->fd >= 0 && !o->is_stdout)
+		cf_os.close(o->fd);
+	o->fd = -1;
+	if (o->tmp && !o->committed) {
+		if (o->dir)
+			ar_remove_tree(o->tmp, 1);
+		else
+			cf_os.unlink(o->tmp);
+	}
+	*(coffer_error *)coffer_error_last() = saved;
+}
+
+void ar_out_free(struct ar_out *o)
+{
+	if (o == NULL)
+		return;
+	ar_out_discard(o);
+	free(o->tmp);
+	free(o->path);
+	free(o);
+}

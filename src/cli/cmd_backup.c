@@ -1,0 +1,379 @@
+/*
+ * cmd_backup.c - coffer backup [--type full|incremental|differential|copy]
+ *                -o OUT [--format file|dir] [--compress zstd[:LEVEL]|none]
+ *                [--threads N] [--quiet] [--json]
+ *
+ * The backup client (NTBackup's role): asks cofferd for a backup over the
+ * connection given by --server (protocol in src/backup/proto.h) and writes
+ * a backup set (src/backup/archive.h) to OUT - a file, '-' for standard
+ * output, or a directory with --format dir. The set becomes visible at OUT
+ * only once complete and fsynced; only then does the client confirm the
+ * logs to the server, which records the backup and truncates its logs. If
+ * the server cannot record it, the set is removed again and the backup
+ * fails. A progress line (phase, bytes, rate, ETA) goes to a terminal on
+ * standard error, never to a pipe or with --quiet; --json prints a summary.
+ */
+#include <ftw.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <coffer/backup.h>
+#include <coffer/event.h>
+
+#include "backup/archive.h"
+#include "backup/proto.h"
+#include "cli/cli.h"
+#include "cli/conn.h"
+#include "common/err.h"
+#include "common/timefmt.h"
+
+struct progress {
+	int on;
+	const char *phase;
+	uint64_t done, total;
+	double start, last;
+};
+
+static double mono(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void human(double b, char *out, size_t n)
+{
+	const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	int i = 0;
+	while (b >= 1024 && i < 4) {
+		b /= 1024;
+		i++;
+	}
+	snprintf(out, n, "%.1f %s", b, u[i]);
+}
+
+static void progress_show(struct progress *p, int final)
+{
+	if (!p->on)
+		return;
+	double now = mono();
+	if (!final && now - p->last < 0.2)
+		return;
+	p->last = now;
+	double rate = p->done / (now - p->start > 0.001 ? now - p->start : 0.001);
+	char done[32], total[32], r[32], eta[32] = "";
+	human((double)p->done, done, sizeof done);
+	human((double)p->total, total, sizeof total);
+	human(rate, r, sizeof r);
+	if (p->total > p->done && rate > 0)
+		snprintf(eta, sizeof eta, ", ETA %.0f s", (double)(p->total - p->done) / rate);
+	fprintf(stderr, "\r\033[Kcoffer backup: %-12s %s of %s, %s/s%s%s", p->phase, done, total, r, eta,
+		final ? "\n" : "");
+	fflush(stderr);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)st;
+	(void)flag;
+	(void)f;
+	return remove(path) == 0 ? 0 : 0;
+}
+
+/* Remove a set made visible that the server then failed to record. */
+static void remove_set(const char *path)
+{
+	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int parse_compress(const char *v, int *level)
+{
+	if (strcmp(v, "none") == 0) {
+		*level = 0;
+		return COFFER_OK;
+	}
+	if (strncmp(v, "zstd", 4) == 0) {
+		*level = 1;
+		if (v[4] == '\0')
+			return COFFER_OK;
+		char *end;
+		long l = v[4] == ':' ? strtol(v + 5, &end, 10) : 0;
+		if (v[4] == ':' && end != v + 5 && *end == '\0' && l >= -7 && l <= 22 && l != 0) {
+			*level = (int)l;
+			return COFFER_OK;
+		}
+	}
+	return cli_usage_error("backup", "--compress takes zstd, zstd:LEVEL (1..22) or none, not '%s'", v);
+}
+
+static void client_event(int id, const char *set, const char *type)
+{
+	/* The client has no store: its events go to the system journal. */
+	coffer_evlog *ev;
+	if (coffer_evlog_open(&ev, NULL, NULL) != COFFER_OK) {
+		coffer_error_clear();
+		return;
+	}
+	coffer_evfield f[2] = {{"SET", set}, {"TYPE", type}};
+	if (id == COFFER_EV_BACKUP_FAILED)
+		coffer_event_error(ev, id, coffer_error_last(), f, 2);
+	else
+		coffer_event_write(ev, id, f, 2, "backup set %s written (%s)", set, type);
+	coffer_evlog_close(ev);
+}
+
+int cmd_backup(struct cli *cli, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"type", required_argument, NULL, 't'},
+		{"output", required_argument, NULL, 'o'},
+		{"format", required_argument, NULL, 'f'},
+		{"compress", required_argument, NULL, 'c'},
+		{"threads", required_argument, NULL, 'j'},
+		{"quiet", no_argument, NULL, 'q'},
+		{"json", no_argument, NULL, 'J'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	unsigned type = COFFER_BACKUP_FULL;
+	const char *out = NULL;
+	struct cf_archive_options ao = {.compress_level = 1};
+	int quiet = 0, json = 0, ch;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+o:qh", opts, NULL)) != -1) {
+		switch (ch) {
+		case 't':
+			type = coffer_backup_type_parse(optarg);
+			if (type == 0)
+				return cli_usage_error("backup",
+						       "--type takes full, incremental, differential or copy, not '%s'",
+						       optarg);
+			break;
+		case 'o':
+			out = optarg;
+			break;
+		case 'f':
+			if (strcmp(optarg, "dir") == 0)
+				ao.format_dir = 1;
+			else if (strcmp(optarg, "file") != 0)
+				return cli_usage_error("backup", "--format takes file or dir, not '%s'", optarg);
+			break;
+		case 'c':
+			CF_RET(parse_compress(optarg, &ao.compress_level));
+			break;
+		case 'j':
+			ao.threads = atoi(optarg);
+			if (ao.threads < 0 || ao.threads > 64)
+				return cli_usage_error("backup", "--threads takes 0..64");
+			break;
+		case 'q':
+			quiet = 1;
+			break;
+		case 'J':
+			json = 1;
+			break;
+		case 'h':
+			puts("usage: coffer backup [--type full|incremental|differential|copy] -o OUT\n"
+			     "                     [--format file|dir] [--compress zstd[:LEVEL]|none]\n"
+			     "                     [--threads N] [--quiet] [--json]");
+			return COFFER_OK;
+		default:
+			return cli_usage_error("backup", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (out == NULL || optind != argc)
+		return cli_usage_error("backup", "give the output with -o OUT (a file, '-' or a directory)");
+	if (strcmp(out, "-") == 0 && ao.format_dir)
+		return cli_usage_error("backup", "--format dir cannot go to standard output");
+
+	struct progress pg = {.on = !quiet && isatty(2), .phase = "starting", .start = mono()};
+	cf_archive_writer *w = NULL;
+	struct cf_conn conn;
+	int connected = 0, rc, visible = 0;
+	uint8_t *buf = malloc(CF_BKP_MAX_PAYLOAD);
+	struct coffer_backup_info bi;
+	cf_set_meta meta = {0};
+	uint8_t endp[16] = {0};
+	if (buf == NULL)
+		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory for the backup buffer");
+
+	/* The set first: a bad OUT fails before the server starts anything. */
+	CF_GO(rc, cf_archive_create(&w, out, &ao));
+	CF_GO(rc, cf_conn_open(&conn, cli));
+	connected = 1;
+	char ver[16], vtype[16];
+	snprintf(ver, sizeof ver, "%u", CF_BKP_VERSION);
+	snprintf(vtype, sizeof vtype, "%s", coffer_backup_type_name(type));
+	const char *cmdv[3] = {"COFFER.BACKUP", ver, vtype};
+	CF_GO(rc, cf_conn_command(&conn, 3, cmdv));
+	char line[256];
+	CF_GO(rc, cf_conn_simple_reply(&conn, line, sizeof line));
+	unsigned sv = 0;
+	if (sscanf(line, "COFFER-BACKUP %u", &sv) != 1 || sv != CF_BKP_VERSION) {
+		rc = CF_ERROR(COFFER_E_PROTOCOL_VERSION, CF_OBJ(.peer = conn.s.peer),
+			      "the server at %s answered '%s' to a backup request of protocol version %u",
+			      conn.s.peer, line, CF_BKP_VERSION);
+		goto err;
+	}
+
+	uint16_t t;
+	uint32_t len;
+	CF_GO(rc, cf_bkp_recv(&conn.s, &t, buf, &len));
+	if (t != BKF_INFO) {
+		rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer), "expected INFO, got frame %u", t);
+		goto err;
+	}
+	CF_GO(rc, cf_bkp_info_decode(buf, len, &bi));
+	pg.total = bi.npages * bi.page_size;
+	pg.phase = bi.npages ? "database" : "logs";
+
+	/* Files until the last generation has ended. */
+	int in_file = 0, rolled = 0;
+	uint64_t fsize = 0, fgot = 0;
+	uint32_t expect_gen = bi.gen_first, last_done = 0;
+	for (;;) {
+		CF_GO(rc, cf_bkp_recv(&conn.s, &t, buf, &len));
+		if (t == BKF_FILE && !in_file) {
+			char name[64];
+			uint32_t gen;
+			CF_GO(rc, cf_bkp_file_decode(buf, len, name, sizeof name, &fsize));
+			CF_GO(rc, cf_archive_name_check(name, strlen(name), conn.s.peer, &gen));
+			if (gen && (!rolled || gen != expect_gen)) {
+				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer, CF_GEN(gen)),
+					      "the server sent log generation %u, expected %u", gen, expect_gen);
+				goto err;
+			}
+			CF_GO(rc, cf_archive_file_begin(w, name));
+			in_file = 1;
+			fgot = 0;
+			if (gen) {
+				pg.phase = "logs";
+				pg.total += fsize;
+				expect_gen++;
+			}
+		} else if (t == BKF_DATA && in_file) {
+			if (fgot + len > fsize) {
+				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer),
+					      "the server sent more data than the file's announced %llu bytes",
+					      (unsigned long long)fsize);
+				goto err;
+			}
+			CF_GO(rc, cf_archive_file_write(w, buf, len));
+			fgot += len;
+			pg.done += len;
+			progress_show(&pg, 0);
+		} else if (t == BKF_FILE_END && in_file) {
+			if (fgot != fsize) {
+				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer),
+					      "a file ended after %llu of %llu bytes", (unsigned long long)fgot,
+					      (unsigned long long)fsize);
+				goto err;
+			}
+			CF_GO(rc, cf_archive_file_end(w));
+			in_file = 0;
+			if (rolled && expect_gen > bi.gen_last) {
+				last_done = bi.gen_last;
+				break;
+			}
+		} else if (t == BKF_ROLLED && !in_file && len == 4) {
+			memcpy(&bi.gen_last, buf, 4);
+			if (bi.gen_last < bi.gen_first) {
+				rc = CF_ERROR(COFFER_E_PROTOCOL, NULL, "rolled generation %u before the first %u",
+					      bi.gen_last, bi.gen_first);
+				goto err;
+			}
+			rolled = 1;
+		} else {
+			rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer),
+				      "unexpected backup frame %u from %s", t, conn.s.peer);
+			goto err;
+		}
+	}
+
+	/* Complete and durable before the server may truncate anything. */
+	pg.phase = "finishing";
+	progress_show(&pg, 0);
+	memcpy(meta.set_id, bi.id, 16);
+	memcpy(meta.parent_id, bi.parent_id, 16);
+	memcpy(meta.signature, bi.signature, 16);
+	meta.type = bi.type;
+	meta.page_size = bi.page_size;
+	meta.gen_first = bi.gen_first;
+	meta.gen_last = bi.gen_last;
+	meta.redo_lsn = bi.redo_lsn;
+	meta.start_us = bi.start_us;
+	meta.end_us = cf_time_now_us();
+	uint64_t bytes_out = cf_archive_bytes_out(w);
+	rc = cf_archive_finish(w, &meta);
+	w = NULL;
+	if (rc)
+		goto err;
+	visible = strcmp(out, "-") != 0;
+	CF_GO(rc, cf_bkp_send(&conn.s, BKF_CONFIRM, &last_done, 4, NULL, 0));
+	CF_GO(rc, cf_bkp_recv(&conn.s, &t, buf, &len));
+	if (t != BKF_END || len != 16) {
+		rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer), "expected END, got frame %u", t);
+		goto err;
+	}
+	memcpy(endp, buf, 16);
+	pg.phase = "done";
+	progress_show(&pg, 1);
+	cf_conn_close(&conn);
+	connected = 0;
+
+	char id[33];
+	for (int i = 0; i < 16; i++)
+		snprintf(id + 2 * i, 3, "%02x", bi.id[i]);
+	uint32_t tr_from, tr_to;
+	memcpy(&tr_from, endp, 4);
+	memcpy(&tr_to, endp + 4, 4);
+	double secs = mono() - pg.start;
+	FILE *info = strcmp(out, "-") == 0 ? stderr : stdout;
+	if (json)
+		fprintf(info,
+			"{\"set\":\"%s\",\"type\":\"%s\",\"id\":\"%s\",\"pages\":%llu,\"page_size\":%u,"
+			"\"gen_first\":%u,\"gen_last\":%u,\"bytes\":%llu,\"bytes_written\":%llu,"
+			"\"seconds\":%.3f,\"truncated_from\":%u,\"truncated_to\":%u}\n",
+			out, coffer_backup_type_name(bi.type), id, (unsigned long long)bi.npages, bi.page_size,
+			bi.gen_first, bi.gen_last, (unsigned long long)pg.done, (unsigned long long)bytes_out,
+			secs, tr_from, tr_to);
+	else if (!quiet) {
+		char d[32], o[32];
+		human((double)pg.done, d, sizeof d);
+		human((double)bytes_out, o, sizeof o);
+		fprintf(info, "coffer backup: %s backup %s written to %s: %llu pages, log generations %u..%u, "
+			      "%s read, %s written, %.2f s",
+			coffer_backup_type_name(bi.type), id, out, (unsigned long long)bi.npages, bi.gen_first,
+			bi.gen_last, d, o, secs);
+		if (tr_to)
+			fprintf(info, "; the server deleted generations %u..%u", tr_from, tr_to);
+		fputc('\n', info);
+	}
+	client_event(COFFER_EV_BACKUP_COMPLETED, out, coffer_backup_type_name(bi.type));
+	free(buf);
+	return COFFER_OK;
+err:
+	if (pg.on)
+		fputc('\n', stderr);
+	{
+		coffer_error e = *coffer_error_last();
+		if (connected) {
+			/* Tell the server unless it is the one that failed. */
+			if (rc != COFFER_E_CONNECTION_LOST && rc != COFFER_E_TIMEOUT && rc != COFFER_E_TLS &&
+			    e.peer[0] == '\0')
+				cf_bkp_send(&conn.s, BKF_ABORT, NULL, 0, NULL, 0);
+			cf_conn_close(&conn);
+		}
+		cf_archive_abort(w);
+		if (visible) /* the server did not record it: do not leave it looking good */
+			remove_set(out);
+		*(coffer_error *)coffer_error_last() = e;
+	}
+	client_event(COFFER_EV_BACKUP_FAILED, out, coffer_backup_type_name(type));
+	free(buf);
+	return rc;
+}

@@ -1,0 +1,279 @@
+"""Helpers for the cofferd end-to-end tests: start a server, wait for it,
+talk RESP over a raw socket, stop it by pid.
+
+Every wait has a deadline; the deadlines grow with SLOW in sanitizer builds
+(COFFER_BUILD_DIR ending in -asan), which run 3-5 times slower.
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+BUILD = os.environ.get("COFFER_BUILD_DIR", "")
+SLOW = 4.0 if "asan" in os.path.basename(BUILD.rstrip("/")) else 1.0
+
+
+def deadline(seconds):
+    return time.monotonic() + seconds * SLOW
+
+
+def short_dir(prefix="cfd"):
+    """A directory with a short path (Unix socket paths are limited to 107 bytes)."""
+    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+class Server:
+    """One cofferd process. data: the data directory; sock: its Unix socket."""
+
+    def __init__(self, cofferd, data, sock=None, listen=None, args=(), env=None, start=True):
+        self.cofferd = cofferd
+        self.data = data
+        self.sock = sock
+        self.listen = list(listen or [])
+        if sock and "unix:" + sock not in self.listen:
+            self.listen.insert(0, "unix:" + sock)
+        self.args = list(args)
+        self.env = env
+        self.proc = None
+        self.log_path = None
+        self.tcp = []          # [(host, port)] as the server printed them
+        if start:
+            self.start()
+
+    def command(self):
+        cmd = [self.cofferd, "--data", self.data]
+        for a in self.listen:
+            cmd += ["--listen", a]
+        return cmd + self.args
+
+    def start(self, timeout=20):
+        os.makedirs(os.path.dirname(self.data.rstrip("/")) or ".", exist_ok=True)
+        self.log_path = os.path.join(os.path.dirname(self.data.rstrip("/")),
+                                     "cofferd-%d.log" % int(time.time() * 1e6))
+        self.logf = open(self.log_path, "wb")
+        env = dict(os.environ)
+        if self.env:
+            env.update(self.env)
+        self.proc = subprocess.Popen(self.command(), stdout=self.logf, stderr=self.logf, env=env)
+        end = deadline(timeout)
+        while time.monotonic() < end:
+            text = self.log()
+            if "cofferd: started" in text:
+                m = re.search(r"cofferd: listening on (.*)", text)
+                self.tcp = []
+                for a in (m.group(1).split() if m else []):
+                    a = a.replace("(tls)", "")
+                    if a.startswith("unix:"):
+                        continue
+                    host, port = a.rsplit(":", 1)
+                    self.tcp.append((host.strip("[]"), int(port)))
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError("cofferd exited with %s at start:\n%s" % (self.proc.returncode, text))
+            time.sleep(0.02)
+        self.proc.kill()
+        raise AssertionError("cofferd did not start within %ss:\n%s" % (timeout * SLOW, self.log()))
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Send SIG and wait; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=timeout * SLOW)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            raise AssertionError("cofferd did not stop within %ss after signal %d:\n%s"
+                                 % (timeout * SLOW, sig, self.log()))
+        self.logf.close()
+        return rc
+
+    def kill9(self):
+        return self.stop(signal.SIGKILL)
+
+    def redis(self, **kw):
+        import redis
+        kw.setdefault("socket_timeout", 30 * SLOW)
+        return redis.Redis(unix_socket_path=self.sock, **kw)
+
+    def cli(self, *args, timeout=30, user=None, input=None):
+        """redis-cli -s SOCK ARGS; user: run through setpriv as (uid, gid)."""
+        cmd = ["redis-cli", "-s", self.sock] + [str(a) for a in args]
+        if user is not None:
+            cmd = ["setpriv", "--reuid=%s" % user[0], "--regid=%s" % user[1], "--clear-groups"] + cmd
+        p = subprocess.run(cmd, capture_output=True, timeout=timeout * SLOW, input=input)
+        return p.stdout.decode(errors="replace").rstrip("\n")
+
+    def close(self):
+        if self.alive():
+            self.stop(signal.SIGKILL)
+
+
+class Resp:
+    """A raw RESP connection: send bytes, read replies one at a time."""
+
+    def __init__(self, addr, timeout=30):
+        if isinstance(addr, str):
+            self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        else:
+            self.s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.s.settimeout(timeout * SLOW)
+        self.s.connect(addr)
+        self.buf = b""
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def cmd(self, *args):
+        self.send(encode(*args))
+        return self.reply()
+
+    def _fill(self):
+        chunk = self.s.recv(1 << 20)
+        if not chunk:
+            raise EOFError("connection closed by the server")
+        self.buf += chunk
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def reply(self):
+        """Replies as Python values; errors as RespError; RESP3 types too."""
+        line = self._line()
+        t, rest = line[:1], line[1:]
+        if t == b"+":
+            return rest.decode()
+        if t == b"-":
+            return RespError(rest.decode())
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n)
+        if t in (b"*", b"~"):
+            n = int(rest)
+            return None if n < 0 else [self.reply() for _ in range(n)]
+        if t == b"%":
+            n = int(rest)
+            return {self.reply(): self.reply() for _ in range(n)}
+        if t == b"_":
+            return None
+        if t == b"=":
+            return self._exact(int(rest))
+        raise AssertionError("unexpected reply line %r" % line)
+
+    def closed(self, timeout=10):
+        """True if the server closes the connection (EOF) within TIMEOUT."""
+        self.s.settimeout(timeout * SLOW)
+        try:
+            while True:
+                chunk = self.s.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.s.close()
+
+
+class RespError(str):
+    pass
+
+
+def encode(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode()
+        elif isinstance(a, int):
+            a = str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def events(coffer_bin, data, event_id):
+    """The store's events with this id, as dicts (coffer events --json)."""
+    import json
+    p = subprocess.run([coffer_bin, "events", "--data", data, "--id", str(event_id), "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+
+
+def wait_for(pred, seconds=10, what="condition"):
+    end = deadline(seconds)
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def factory(cofferd_bin):
+    """Generator behind the tests' server fixtures: yields make(...), which
+    starts a server in a fresh short directory; at the end every server
+    still running is stopped with SIGTERM and must exit 0 (under ASan that
+    also means: no leak, no error)."""
+    import shutil
+    servers, dirs = [], []
+
+    def make(args=(), listen=None, env=None, start=True, unix=True, data=None, sock=None):
+        d = short_dir()
+        dirs.append(d)
+        s = Server(cofferd_bin, data or os.path.join(d, "data"),
+                   sock=sock or (os.path.join(d, "s.sock") if unix else None),
+                   listen=listen, args=args, env=env, start=start)
+        servers.append(s)
+        return s
+
+    def scratch():
+        """Another short directory, removed at the end like the servers'."""
+        d = short_dir()
+        dirs.append(d)
+        return d
+
+    make.dirs = dirs
+    make.scratch = scratch
+    yield make
+    problems = []
+    for s in servers:
+        if s.alive():
+            rc = s.stop()
+            if rc != 0:
+                problems.append("cofferd exit status %s at SIGTERM:\n%s" % (rc, s.log()))
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+    assert not problems, "\n".join(problems)
