@@ -230,10 +230,113 @@ static int raise_error_frame(struct cf_stream *s, const uint8_t *p, uint32_t len
 	return CF_ERROR(code, &o, "%s", strs[0][0] ? strs[0] : coffer_code_message(code));
 }
 
+int cf_bkp_send_fd(struct cf_stream *s, uint16_t type, const void *p, size_t n, int fd)
+{
+	if (s->ssl || n > CF_BKP_MAX_PAYLOAD)
+		return CF_ERROR(COFFER_E_INTERNAL, NULL, "descriptor passing needs a plain Unix socket");
+	uint8_t h[CF_BKP_HDR] = {0};
+	memcpy(h, MAGIC, 4);
+	put16(h + 4, type);
+	put32(h + 8, (uint32_t)n);
+	put64(h + 16, frame_sum(h, p, n, NULL, 0));
+	union {
+		struct cmsghdr c;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	memset(&u, 0, sizeof u);
+	struct iovec iov = {.iov_base = h, .iov_len = sizeof h};
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (fd >= 0) {
+		m.msg_control = u.buf;
+		m.msg_controllen = sizeof u.buf;
+		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof fd);
+	}
+	ssize_t w;
+	do
+		w = sendmsg(s->fd, &m, MSG_NOSIGNAL);
+	while (w < 0 && errno == EINTR);
+	if (w < 0)
+		return CF_ERROR(COFFER_E_CONNECTION_LOST, CF_OBJ(.peer = s->peer, .sys_errno = errno),
+				"sending to %s failed: %s", s->peer, strerror(errno));
+	s->bytes_out += (uint64_t)w;
+	if ((size_t)w < sizeof h)
+		CF_RET(cf_stream_write(s, h + w, sizeof h - (size_t)w));
+	return n ? cf_stream_write(s, p, n) : COFFER_OK;
+}
+
+/* Read the frame header with recvmsg, keeping a descriptor that rides on it. */
+static int read_header_fd(struct cf_stream *s, uint8_t *h, int *fd)
+{
+	size_t got = 0;
+	*fd = -1;
+	while (got < CF_BKP_HDR) {
+		CF_RET(wait_fd(s, POLLIN));
+		union {
+			struct cmsghdr c;
+			char buf[CMSG_SPACE(4 * sizeof(int))];
+		} u;
+		struct iovec iov = {.iov_base = h + got, .iov_len = CF_BKP_HDR - got};
+		struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+				   .msg_controllen = sizeof u.buf};
+		ssize_t r = recvmsg(s->fd, &m, MSG_CMSG_CLOEXEC);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return CF_ERROR(COFFER_E_CONNECTION_LOST, CF_OBJ(.peer = s->peer, .sys_errno = errno),
+					"receiving from %s failed: %s", s->peer, strerror(errno));
+		if (r == 0)
+			return CF_ERROR(COFFER_E_CONNECTION_LOST, CF_OBJ(.peer = s->peer),
+					"%s closed the connection", s->peer);
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t i = 0; i < k; i++) {
+				int x;
+				memcpy(&x, CMSG_DATA(c) + i * sizeof(int), sizeof x);
+				if (*fd < 0)
+					*fd = x;
+				else
+					close(x); /* only one is expected */
+			}
+		}
+		got += (size_t)r;
+		s->bytes_in += (uint64_t)r;
+	}
+	return COFFER_OK;
+}
+
+static int recv_rest(struct cf_stream *s, const uint8_t *h, uint16_t *type, uint8_t *buf, uint32_t *len);
+
+int cf_bkp_recv_fd(struct cf_stream *s, uint16_t *type, uint8_t *buf, uint32_t *len, int *fd)
+{
+	uint8_t h[CF_BKP_HDR];
+	if (s->ssl) {
+		*fd = -1;
+		return cf_bkp_recv(s, type, buf, len);
+	}
+	CF_RET(read_header_fd(s, h, fd));
+	int rc = recv_rest(s, h, type, buf, len);
+	if (rc && *fd >= 0) {
+		close(*fd);
+		*fd = -1;
+	}
+	return rc;
+}
+
 int cf_bkp_recv(struct cf_stream *s, uint16_t *type, uint8_t *buf, uint32_t *len)
 {
 	uint8_t h[CF_BKP_HDR];
 	CF_RET(cf_stream_read(s, h, sizeof h));
+	return recv_rest(s, h, type, buf, len);
+}
+
+static int recv_rest(struct cf_stream *s, const uint8_t *h, uint16_t *type, uint8_t *buf, uint32_t *len)
+{
 	uint32_t n = get32(h + 8);
 	if (memcmp(h, MAGIC, 4) != 0)
 		return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
@@ -249,7 +352,7 @@ int cf_bkp_recv(struct cf_stream *s, uint16_t *type, uint8_t *buf, uint32_t *len
 	*len = n;
 	if (*type == BKF_ERROR)
 		return raise_error_frame(s, buf, n);
-	if (*type < BKF_INFO || *type > BKF_ABORT)
+	if (*type < BKF_INFO || *type > BKF_FD_FAIL)
 		return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
 				"%s sent a backup frame of unknown type %u", s->peer, *type);
 	return COFFER_OK;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <coffer/backup.h>
@@ -29,6 +30,7 @@
 #include "cli/cli.h"
 #include "cli/conn.h"
 #include "common/err.h"
+#include "common/os.h"
 #include "common/timefmt.h"
 
 struct progress {
@@ -126,6 +128,64 @@ static void client_event(int id, const char *set, const char *type)
 	coffer_evlog_close(ev);
 }
 
+/* A log generation offered through the fast path: check the descriptor,
+ * copy the file from it into the set, and tell the server (FD_OK), or
+ * tell it why not (FD_FAIL) so that it sends the file over the stream. */
+static int take_fd_file(struct cf_stream *s, cf_archive_writer *w, const uint8_t *p, uint32_t len,
+			int fd, uint32_t *gen, int *used, struct progress *pg)
+{
+	char name[64], why[200] = "";
+	uint64_t size;
+	int rc = cf_bkp_file_decode(p, len, name, sizeof name, &size);
+	if (rc == COFFER_OK)
+		rc = cf_archive_name_check(name, strlen(name), s->peer, gen);
+	if (rc || *gen == 0) {
+		if (fd >= 0)
+			close(fd);
+		return rc ? rc : CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer), "FILE_FD for %s", name);
+	}
+	struct stat st;
+	int inj = CF_INJECT("backup.fastpath.client");
+	if (fd < 0)
+		snprintf(why, sizeof why, "no file descriptor arrived with the offer of %s", name);
+	else if (inj)
+		snprintf(why, sizeof why, "injected failure (%s) taking %s", strerror(inj), name);
+	else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+		snprintf(why, sizeof why, "the descriptor for %s is not a regular file", name);
+	else if ((uint64_t)st.st_size != size)
+		snprintf(why, sizeof why, "the descriptor for %s has %lld bytes, not %llu", name,
+			 (long long)st.st_size, (unsigned long long)size);
+	if (why[0]) {
+		if (fd >= 0)
+			close(fd);
+		*used = 0;
+		return cf_bkp_send(s, BKF_FD_FAIL, why, strlen(why), NULL, 0);
+	}
+	pg->total += size;
+	pg->phase = "logs";
+	rc = cf_archive_file_begin(w, name);
+	char *buf = rc ? NULL : malloc(1u << 20);
+	if (rc == COFFER_OK && buf == NULL)
+		rc = CF_ERROR(COFFER_E_NOMEM, NULL, "no memory to copy %s", name);
+	for (uint64_t off = 0; rc == COFFER_OK && off < size;) {
+		size_t n = size - off < (1u << 20) ? (size_t)(size - off) : (1u << 20);
+		rc = cf_pread_full(fd, name, buf, n, off);
+		if (rc == COFFER_OK)
+			rc = cf_archive_file_write(w, buf, n);
+		off += n;
+		pg->done += n;
+		progress_show(pg, 0);
+	}
+	free(buf);
+	close(fd);
+	if (rc == COFFER_OK)
+		rc = cf_archive_file_end(w);
+	if (rc)
+		return rc; /* the set is broken now: the backup fails (and aborts) */
+	*used = 1;
+	return cf_bkp_send(s, BKF_FD_OK, NULL, 0, NULL, 0);
+}
+
 int cmd_backup(struct cli *cli, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -136,13 +196,14 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 		{"threads", required_argument, NULL, 'j'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"json", no_argument, NULL, 'J'},
+		{"no-fast-path", no_argument, NULL, 'N'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	unsigned type = COFFER_BACKUP_FULL;
 	const char *out = NULL;
 	struct cf_archive_options ao = {.compress_level = 1};
-	int quiet = 0, json = 0, ch;
+	int quiet = 0, json = 0, nofast = 0, ch;
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "+o:qh", opts, NULL)) != -1) {
 		switch (ch) {
@@ -176,10 +237,13 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 		case 'J':
 			json = 1;
 			break;
+		case 'N':
+			nofast = 1;
+			break;
 		case 'h':
 			puts("usage: coffer backup [--type full|incremental|differential|copy] -o OUT\n"
 			     "                     [--format file|dir] [--compress zstd[:LEVEL]|none]\n"
-			     "                     [--threads N] [--quiet] [--json]");
+			     "                     [--threads N] [--quiet] [--json] [--no-fast-path]");
 			return COFFER_OK;
 		default:
 			return cli_usage_error("backup", "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -208,11 +272,15 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 	char ver[16], vtype[16];
 	snprintf(ver, sizeof ver, "%u", CF_BKP_VERSION);
 	snprintf(vtype, sizeof vtype, "%s", coffer_backup_type_name(type));
-	const char *cmdv[3] = {"COFFER.BACKUP", ver, vtype};
-	CF_GO(rc, cf_conn_command(&conn, 3, cmdv));
+	/* The fast path (descriptor passing) is asked for on Unix sockets only
+	 * and set up over this very connection; see src/backup/proto.h. */
+	int want_fast = !nofast && strncmp(cli->server, "unix:", 5) == 0;
+	const char *cmdv[4] = {"COFFER.BACKUP", ver, vtype, "FASTPATH"};
+	CF_GO(rc, cf_conn_command(&conn, want_fast ? 4 : 3, cmdv));
 	char line[256];
 	CF_GO(rc, cf_conn_simple_reply(&conn, line, sizeof line));
 	unsigned sv = 0;
+	int fast = want_fast && strstr(line, " FASTPATH") != NULL;
 	if (sscanf(line, "COFFER-BACKUP %u", &sv) != 1 || sv != CF_BKP_VERSION) {
 		rc = CF_ERROR(COFFER_E_PROTOCOL_VERSION, CF_OBJ(.peer = conn.s.peer),
 			      "the server at %s answered '%s' to a backup request of protocol version %u",
@@ -234,9 +302,43 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 	/* Files until the last generation has ended. */
 	int in_file = 0, rolled = 0;
 	uint64_t fsize = 0, fgot = 0;
-	uint32_t expect_gen = bi.gen_first, last_done = 0;
+	uint32_t expect_gen = bi.gen_first, last_done = 0, stats_fast = 0;
 	for (;;) {
-		CF_GO(rc, cf_bkp_recv(&conn.s, &t, buf, &len));
+		int pfd = -1;
+		if (fast)
+			CF_GO(rc, cf_bkp_recv_fd(&conn.s, &t, buf, &len, &pfd));
+		else
+			CF_GO(rc, cf_bkp_recv(&conn.s, &t, buf, &len));
+		if (t == BKF_FILE_FD && !in_file && rolled) {
+			uint32_t gen = 0;
+			int used = 0;
+			rc = take_fd_file(&conn.s, w, buf, len, pfd, &gen, &used, &pg);
+			pfd = -1;
+			if (rc)
+				goto err;
+			if (gen != expect_gen) {
+				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer, CF_GEN(gen)),
+					      "the server offered log generation %u, expected %u", gen, expect_gen);
+				goto err;
+			}
+			if (used) {
+				expect_gen++;
+				stats_fast++;
+				if (expect_gen > bi.gen_last) {
+					last_done = bi.gen_last;
+					break;
+				}
+			} else {
+				fast = 0; /* the server sends this and the rest over the stream */
+			}
+			continue;
+		}
+		if (pfd >= 0) {
+			close(pfd);
+			rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer),
+				      "the server passed a descriptor with frame %u", t);
+			goto err;
+		}
 		if (t == BKF_FILE && !in_file) {
 			char name[64];
 			uint32_t gen;
@@ -337,10 +439,10 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 		fprintf(info,
 			"{\"set\":\"%s\",\"type\":\"%s\",\"id\":\"%s\",\"pages\":%llu,\"page_size\":%u,"
 			"\"gen_first\":%u,\"gen_last\":%u,\"bytes\":%llu,\"bytes_written\":%llu,"
-			"\"seconds\":%.3f,\"truncated_from\":%u,\"truncated_to\":%u}\n",
+			"\"seconds\":%.3f,\"truncated_from\":%u,\"truncated_to\":%u,\"fast_path_files\":%u}\n",
 			out, coffer_backup_type_name(bi.type), id, (unsigned long long)bi.npages, bi.page_size,
 			bi.gen_first, bi.gen_last, (unsigned long long)pg.done, (unsigned long long)bytes_out,
-			secs, tr_from, tr_to);
+			secs, tr_from, tr_to, stats_fast);
 	else if (!quiet) {
 		char d[32], o[32];
 		human((double)pg.done, d, sizeof d);

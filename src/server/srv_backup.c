@@ -62,9 +62,58 @@ err:
 	return rc;
 }
 
+/* Fast path for one generation: pass the descriptor, wait for the client's
+ * word. *used = 1 when the client took the file through it. */
+static int offer_log_fd(coffer_backup *b, struct cf_stream *s, coffer_evlog *ev, uint32_t gen,
+			uint8_t *buf, int *used)
+{
+	int fd, rc;
+	uint64_t size;
+	char name[32];
+	*used = 0;
+	CF_RET(coffer_backup_open_log(b, gen, &fd, &size));
+	snprintf(name, sizeof name, "log/%010u.log", gen);
+	uint8_t p[8 + 2 + 32];
+	size_t l = strlen(name);
+	memcpy(p, &size, 8);
+	uint16_t l16 = (uint16_t)l;
+	memcpy(p + 8, &l16, 2);
+	memcpy(p + 10, name, l);
+	/* Test hook: lose the descriptor on the way. */
+	rc = cf_bkp_send_fd(s, BKF_FILE_FD, p, 10 + l, CF_INJECT("backup.fastpath.server") ? -1 : fd);
+	close(fd);
+	CF_RET(rc);
+	uint16_t t;
+	uint32_t len;
+	CF_RET(cf_bkp_recv(s, &t, buf, &len));
+	if (t == BKF_FD_OK) {
+		*used = 1;
+		return COFFER_OK;
+	}
+	if (t != BKF_FD_FAIL)
+		return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
+				"expected FD_OK or FD_FAIL from %s, got frame %u", s->peer, t);
+	char why[256];
+	size_t n = len < sizeof why - 1 ? len : sizeof why - 1;
+	memcpy(why, buf, n);
+	why[n] = '\0';
+	if (ev) {
+		char g[16];
+		snprintf(g, sizeof g, "%u", gen);
+		coffer_evfield f[3] = {{"PEER", s->peer}, {"GENERATION", g}, {"REASON", why}};
+		coffer_event_write(ev, COFFER_EV_BACKUP_FAST_PATH_FALLBACK, f, 3,
+				   "the local fast path for log generation %u failed at %s (%s); the backup "
+				   "goes on over the plain stream",
+				   gen, s->peer, why);
+	}
+	return COFFER_OK;
+}
+
 int srv_backup_session(coffer_env *env, coffer_evlog *ev, struct cf_stream *s, unsigned type,
 		       const char *who, const atomic_int *stopping)
 {
+	int fast = (type & CF_BKP_FASTPATH) != 0;
+	type &= ~CF_BKP_FASTPATH;
 	coffer_backup *b = NULL;
 	uint8_t *buf = malloc(CF_BKP_MAX_PAYLOAD);
 	int rc, sent_error = 0;
@@ -83,8 +132,15 @@ int srv_backup_session(coffer_env *env, coffer_evlog *ev, struct cf_stream *s, u
 	CF_GO(rc, coffer_backup_roll(b));
 	uint32_t last = bi->gen_last;
 	CF_GO(rc, cf_bkp_send(s, BKF_ROLLED, &last, sizeof last, NULL, 0));
-	for (uint32_t g = bi->gen_first; g <= bi->gen_last; g++)
-		CF_GO(rc, send_log(b, s, g, buf, stopping));
+	for (uint32_t g = bi->gen_first; g <= bi->gen_last; g++) {
+		int used = 0;
+		if (fast) {
+			CF_GO(rc, offer_log_fd(b, s, ev, g, buf, &used));
+			fast = used; /* after one failure, the plain stream for the rest */
+		}
+		if (!used)
+			CF_GO(rc, send_log(b, s, g, buf, stopping));
+	}
 
 	/* The client writes its manifest and fsyncs before confirming. */
 	uint16_t t;

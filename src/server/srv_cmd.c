@@ -77,7 +77,7 @@ static const struct cmd_def cmds[] = {
 	 "Authenticates the connection."},
 	{"client", -2, F_ADMIN, PERM_CONN, cmd_client, 0, 0, 0, "connection", "2.4.0",
 	 "A container for client connection commands."},
-	{"coffer.backup", 3, F_MULTI | F_SLOW, PERM_BACKUP, cmd_backup, 0, 0, 0, "coffer", "0.1.0",
+	{"coffer.backup", -3, F_MULTI | F_SLOW, PERM_BACKUP, cmd_backup, 0, 0, 0, "coffer", "0.1.0",
 	 "Starts an online backup on this connection (coffer backup speaks the rest)."},
 	{"command", -1, 0, PERM_CONN, cmd_command, 0, 0, 0, "server", "2.8.13",
 	 "Returns detailed information about all commands."},
@@ -554,10 +554,22 @@ static CMD_FN(cmd_backup)
 			(int)(cmd->argv[2].len > 32 ? 32 : cmd->argv[2].len), cmd->argv[2].p);
 		return;
 	}
-	char line[32];
-	snprintf(line, sizeof line, "COFFER-BACKUP %d", SRV_BACKUP_PROTOCOL);
+	/* FASTPATH: descriptor passing, offered on plain Unix sockets only
+	 * (src/backup/proto.h); an unknown option is refused. */
+	int fast = 0;
+	for (int i = 3; i < cmd->argc; i++) {
+		if (cmd->argv[i].len == 8 && strncasecmp(cmd->argv[i].p, "FASTPATH", 8) == 0) {
+			fast = c->kind == CONN_UNIX && c->ssl == NULL;
+		} else {
+			r_error(r, NULL, COFFER_E_INVALID_ARGUMENT, "unknown COFFER.BACKUP option '%.*s'",
+				(int)(cmd->argv[i].len > 32 ? 32 : cmd->argv[i].len), cmd->argv[i].p);
+			return;
+		}
+	}
+	char line[48];
+	snprintf(line, sizeof line, "COFFER-BACKUP %d%s", SRV_BACKUP_PROTOCOL, fast ? " FASTPATH" : "");
 	r_simple(r, line);
-	e->detach = type;
+	e->detach = type | (fast ? CF_BKP_FASTPATH : 0);
 }
 
 /* ---- connection commands ---- */
