@@ -57,9 +57,12 @@ struct cf_pager {
 
 static cf_img *img_alloc(cf_pager *p)
 {
-	/* One allocation: the struct, then the page aligned to 64 bytes. */
-	size_t hdr = (sizeof(cf_img) + 63) & ~(size_t)63;
-	uint8_t *mem = aligned_alloc(64, hdr + p->page_size);
+	/* One allocation: the struct, then the page (16-byte aligned, as malloc
+	 * gives). Not aligned_alloc: glibc's memalign splits chunks and, with
+	 * images freed and allocated in random order, the heap fragmented to
+	 * twice the cache size. */
+	size_t hdr = (sizeof(cf_img) + 15) & ~(size_t)15;
+	uint8_t *mem = malloc(hdr + p->page_size);
 	if (mem == NULL)
 		return NULL;
 	cf_img *img = (cf_img *)(void *)mem;
