@@ -31,6 +31,8 @@ int cmd_recover(struct cli *cli, int argc, char **argv);
 int cmd_verify(struct cli *cli, int argc, char **argv);
 int cmd_list(struct cli *cli, int argc, char **argv);
 int cmd_restore(struct cli *cli, int argc, char **argv);
+/* the server's state (COFFER.STATUS) */
+int cmd_status(struct cli *cli, int argc, char **argv);
 /* dump subjects in cmd_dump_store.c; argv[0] = the subject */
 int dump_header(int argc, char **argv);
 int dump_checkpoint(int argc, char **argv);

@@ -17,7 +17,7 @@ static const char usage_text[] =
 	"  explain CODE|NAME|EVENT-ID   print the catalog entry of an error or event\n"
 	"  explain --list               list every error code and event id, code first\n"
 	"  events (--data DIR | --server ADDR) [--id N] [--source S] [--since TIME] [--json]\n"
-	"                               list events from a store's event log\n"
+	"                               list events from a store's event log or a server's\n"
 	"  backup [--type full|incremental|differential|copy] -o OUT [--format file|dir]\n"
 	"         [--compress zstd[:LEVEL]|none] [--quiet] [--json]\n"
 	"                               take an online backup from cofferd\n"
@@ -31,6 +31,7 @@ static const char usage_text[] =
 	"  dump header|checkpoint|logs DIR    dump the header, checkpoint or log\n"
 	"  dump logs DIR [--from GEN] [--summary]\n"
 	"                               print the log generations of a store, offline\n"
+	"  status [--raw]               the server: log, checkpoint, backup running, last backups\n"
 	"\n"
 	"ADDR is unix:PATH or HOST:PORT; the default is $COFFER_SERVER, else\n"
 	COFFER_DEFAULT_SERVER ". COFFER_PASSWORD in the environment gives the password.\n"
@@ -52,6 +53,7 @@ static const struct command commands[] = {
 	{"verify", cmd_verify},
 	{"list", cmd_list},
 	{"restore", cmd_restore},
+	{"status", cmd_status},
 };
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)

@@ -13,6 +13,8 @@
  *                MULTI/EXEC
  *   srv_data.c   the data model on the engine and the data commands
  *   srv_auth.c   peer credentials, roles, password, rate-limited events
+ *   srv_status.c COFFER.STATUS and COFFER.EVENTS (coffer status, events --server)
+ *   srv_backup.c one backup session over a detached connection
  *   srv_backup.c one backup session (COFFER.BACKUP: srv_cmd.c accepts it,
  *                srv_loop.c hands the connection to a thread of its own)
  *

@@ -186,8 +186,14 @@ err: {
 	int gone = rc == COFFER_E_CONNECTION_LOST || rc == COFFER_E_TIMEOUT || rc == COFFER_E_TLS;
 	if (!gone && !sent_error)
 		cf_bkp_send_error(s, &e); /* best effort */
-	if (b)
-		coffer_backup_abort(b, &e);
+	if (b) {
+		coffer_backup_abort(b, &e); /* logs event 1202 */
+	} else if (ev && !gone) {
+		/* Refused before it began (already running, no full backup,
+		 * circular logging...): the event log says so too. */
+		coffer_evfield f[2] = {{"WHO", who}, {"TYPE", coffer_backup_type_name(type)}};
+		coffer_event_error(ev, COFFER_EV_BACKUP_FAILED, &e, f, 2);
+	}
 	if (gone && ev) {
 		coffer_evfield f[1] = {{"PEER", s->peer}};
 		coffer_event_error(ev, COFFER_EV_BACKUP_CLIENT_GONE, &e, f, 1);

@@ -68,6 +68,9 @@ static CMD_FN(cmd_multi);
 static CMD_FN(cmd_ping);
 static CMD_FN(cmd_quit);
 static CMD_FN(cmd_select);
+/* srv_status.c */
+CMD_FN(cmd_coffer_status);
+CMD_FN(cmd_coffer_events);
 
 /* Sorted by name (binary search). */
 static const struct cmd_def cmds[] = {
@@ -79,6 +82,10 @@ static const struct cmd_def cmds[] = {
 	 "A container for client connection commands."},
 	{"coffer.backup", -3, F_MULTI | F_SLOW, PERM_BACKUP, cmd_backup, 0, 0, 0, "coffer", "0.1.0",
 	 "Starts an online backup on this connection (coffer backup speaks the rest)."},
+	{"coffer.events", -1, F_SLOW, PERM_BACKUP, cmd_coffer_events, 0, 0, 0, "coffer", "0.1.0",
+	 "Returns the server's event log as JSON Lines (coffer events --server)."},
+	{"coffer.status", 1, F_SLOW, PERM_BACKUP, cmd_coffer_status, 0, 0, 0, "coffer", "0.1.0",
+	 "Returns the server's state, the running backup and the last backups (coffer status)."},
 	{"command", -1, 0, PERM_CONN, cmd_command, 0, 0, 0, "server", "2.8.13",
 	 "Returns detailed information about all commands."},
 	{"config", -2, F_ADMIN, PERM_CONN, cmd_config, 0, 0, 0, "server", "2.0.0",

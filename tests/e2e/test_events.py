@@ -218,7 +218,7 @@ def test_missing_store_and_server(run, tmp_path):
     r = run("events", "--data", empty)
     assert r.rc == 0 and r.out == "" and r.err == "", r
     r = run("events", "--server", "unix:/nowhere.sock")
-    assert r.rc == 6, r  # COFFER_E_NOT_SUPPORTED
-    assert "(COFFER_E_NOT_SUPPORTED)" in r.err and "unix:/nowhere.sock" in r.err
+    assert r.rc == 102, r  # COFFER_E_CONNECT: nothing listens there
+    assert "(COFFER_E_CONNECT)" in r.err and "unix:/nowhere.sock" in r.err
     r = run("events", "--data", empty, "--server", "unix:/x")
     assert r.rc == 220 and "not both" in r.err, r
