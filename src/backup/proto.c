@@ -17,6 +17,25 @@
 
 static const char MAGIC[4] = {'C', 'B', 'K', '1'};
 
+/* Apply timeout_ms to the socket (once per change). */
+static void apply_timeout(struct cf_stream *s)
+{
+	int want = s->timeout_ms > 0 ? s->timeout_ms : 0;
+	if (s->applied_ms == want + 1)
+		return;
+	struct timeval tv = {.tv_sec = want / 1000, .tv_usec = (want % 1000) * 1000};
+	setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(s->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	s->applied_ms = want + 1;
+}
+
+static int timed_out(struct cf_stream *s)
+{
+	return CF_ERROR(COFFER_E_TIMEOUT, CF_OBJ(.peer = s->peer),
+			"no progress on the connection to %s for %d ms", s->peer, s->timeout_ms);
+}
+
+/* Descriptor-passing reads still wait with poll (rare, small). */
 static int wait_fd(struct cf_stream *s, short ev)
 {
 	if (s->timeout_ms <= 0)
@@ -27,9 +46,7 @@ static int wait_fd(struct cf_stream *s, short ev)
 		if (r > 0)
 			return COFFER_OK;
 		if (r == 0)
-			return CF_ERROR(COFFER_E_TIMEOUT, CF_OBJ(.peer = s->peer),
-					"no progress on the connection to %s for %d ms", s->peer,
-					s->timeout_ms);
+			return timed_out(s);
 		if (errno != EINTR)
 			return CF_ERROR(COFFER_E_CONNECTION_LOST, CF_OBJ(.peer = s->peer, .sys_errno = errno),
 					"poll on the connection to %s failed: %s", s->peer, strerror(errno));
@@ -39,6 +56,9 @@ static int wait_fd(struct cf_stream *s, short ev)
 static int tls_error(struct cf_stream *s, const char *op, int r)
 {
 	int e = SSL_get_error(s->ssl, r);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ||
+	    (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK)))
+		return timed_out(s);
 	if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0))
 		return CF_ERROR(COFFER_E_CONNECTION_LOST, CF_OBJ(.peer = s->peer),
 				"the TLS connection to %s closed during %s", s->peer, op);
@@ -52,8 +72,8 @@ static int tls_error(struct cf_stream *s, const char *op, int r)
 int cf_stream_write(struct cf_stream *s, const void *p, size_t n)
 {
 	const uint8_t *b = p;
+	apply_timeout(s);
 	while (n > 0) {
-		CF_RET(wait_fd(s, POLLOUT));
 		ssize_t w;
 		if (s->ssl) {
 			int r = SSL_write(s->ssl, b, n > INT32_MAX ? INT32_MAX : (int)n);
@@ -65,6 +85,8 @@ int cf_stream_write(struct cf_stream *s, const void *p, size_t n)
 			if (w < 0) {
 				if (errno == EINTR)
 					continue;
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
+					return timed_out(s);
 				return CF_ERROR(COFFER_E_CONNECTION_LOST,
 						CF_OBJ(.peer = s->peer, .sys_errno = errno),
 						"sending to %s failed: %s", s->peer, strerror(errno));
@@ -80,9 +102,8 @@ int cf_stream_write(struct cf_stream *s, const void *p, size_t n)
 int cf_stream_read(struct cf_stream *s, void *p, size_t n)
 {
 	uint8_t *b = p;
+	apply_timeout(s);
 	while (n > 0) {
-		if (!(s->ssl && SSL_pending(s->ssl) > 0))
-			CF_RET(wait_fd(s, POLLIN));
 		ssize_t r;
 		if (s->ssl) {
 			int x = SSL_read(s->ssl, b, n > INT32_MAX ? INT32_MAX : (int)n);
@@ -94,6 +115,8 @@ int cf_stream_read(struct cf_stream *s, void *p, size_t n)
 			if (r < 0) {
 				if (errno == EINTR)
 					continue;
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
+					return timed_out(s);
 				return CF_ERROR(COFFER_E_CONNECTION_LOST,
 						CF_OBJ(.peer = s->peer, .sys_errno = errno),
 						"receiving from %s failed: %s", s->peer, strerror(errno));

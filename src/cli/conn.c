@@ -102,6 +102,7 @@ static int tls_setup(struct cf_conn *c, const struct cli *cli, const char *host)
 				"cannot load the CA certificate \"%s\": %s", cli->tls_ca, b);
 	}
 	SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_read_ahead(c->ctx, 1); /* fewer, larger reads of TLS records */
 	c->s.ssl = SSL_new(c->ctx);
 	SSL_set_fd(c->s.ssl, c->s.fd);
 	struct in6_addr a6;
@@ -198,6 +199,7 @@ int cf_conn_open(struct cf_conn *c, const struct cli *cli)
 			CF_GO(rc, tls_setup(c, cli, host));
 	}
 	c->s.timeout_ms = IO_TIMEOUT_MS;
+	c->first = 1;
 	char pw[512];
 	CF_GO(rc, read_password(cli, pw, sizeof pw));
 	if (pw[0]) {
@@ -274,10 +276,29 @@ static int raise_reply_error(struct cf_conn *c, const char *line)
 			c->s.peer);
 }
 
+/* The first reply on a plain TCP connection: a TLS alert record (0x15) or
+ * a connection closed without a word is what a TLS listener does to a client
+ * that does not speak TLS. */
+static int first_reply_check(struct cf_conn *c, int rc, const char *line)
+{
+	if (c->s.ssl || !c->first || strncmp(c->s.peer, "unix:", 5) == 0)
+		return rc;
+	if ((rc == COFFER_OK && (unsigned char)line[0] == 0x15) || rc == COFFER_E_CONNECTION_LOST ||
+	    (rc == COFFER_E_PROTOCOL && (unsigned char)line[0] == 0x15))
+		return CF_ERROR(COFFER_E_TLS, CF_OBJ(.peer = c->s.peer),
+				"cofferd at %s closed the connection at the first request without answering: "
+				"it expects TLS on this port; give --tls-ca FILE (the CA of its certificate)",
+				c->s.peer);
+	return rc;
+}
+
 int cf_conn_simple_reply(struct cf_conn *c, char *out, size_t cap)
 {
-	char line[1024];
-	CF_RET(cf_stream_read_line(&c->s, line, sizeof line));
+	char line[1024] = "";
+	int rc = cf_stream_read_line(&c->s, line, sizeof line);
+	rc = first_reply_check(c, rc, line);
+	c->first = 0;
+	CF_RET(rc);
 	if (line[0] == '-')
 		return raise_reply_error(c, line);
 	if (line[0] != '+')
@@ -289,8 +310,11 @@ int cf_conn_simple_reply(struct cf_conn *c, char *out, size_t cap)
 
 int cf_conn_bulk_reply(struct cf_conn *c, char **out, size_t *len)
 {
-	char line[1024];
-	CF_RET(cf_stream_read_line(&c->s, line, sizeof line));
+	char line[1024] = "";
+	int rc = cf_stream_read_line(&c->s, line, sizeof line);
+	rc = first_reply_check(c, rc, line);
+	c->first = 0;
+	CF_RET(rc);
 	if (line[0] == '-')
 		return raise_reply_error(c, line);
 	if (line[0] != '$' && line[0] != '=')
@@ -304,7 +328,7 @@ int cf_conn_bulk_reply(struct cf_conn *c, char **out, size_t *len)
 	*out = malloc((size_t)n + 3);
 	if (*out == NULL)
 		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory for a reply of %lld bytes", n);
-	int rc = cf_stream_read(&c->s, *out, (size_t)n + 2);
+	rc = cf_stream_read(&c->s, *out, (size_t)n + 2);
 	if (rc) {
 		free(*out);
 		return rc;

@@ -18,6 +18,7 @@
 struct cf_conn {
 	struct cf_stream s;
 	SSL_CTX *ctx;
+	int first; /* no reply read yet (to recognize a TLS-only listener) */
 };
 
 /* Connect and authenticate. Errors: COFFER_E_BAD_ADDRESS, COFFER_E_CONNECT

@@ -296,6 +296,14 @@ static int allowed(struct exec *e, struct conn *c, const struct cmd_def *d, stru
 		return 1;
 	if (!c->authed) {
 		r_error(r, "NOAUTH", COFFER_E_AUTH_REQUIRED, "Authentication required.");
+		if (c->denied_logged < 3) {
+			char name[32];
+			upper(name, sizeof name, d->name);
+			c->denied_logged++;
+			srv_event_async(e->s, COFFER_EV_ACCESS_DENIED, "PEER", c->peer, "COMMAND", name,
+					"%s was refused '%s': it has not authenticated (COFFER_E_AUTH_REQUIRED)",
+					c->peer, name);
+		}
 		return 0;
 	}
 	enum role need = d->perm == PERM_DATA ? ROLE_FULL : ROLE_BACKUP;
@@ -552,6 +560,12 @@ static CMD_FN(cmd_backup)
 			"this server speaks backup protocol version %d, not '%.*s'; use a coffer client of the "
 			"same version",
 			SRV_BACKUP_PROTOCOL, (int)(cmd->argv[1].len > 16 ? 16 : cmd->argv[1].len), cmd->argv[1].p);
+		srv_event_async(e->s, COFFER_EV_BACKUP_FAILED, "CODE_NAME", "COFFER_E_PROTOCOL_VERSION", "PEER",
+				c->peer,
+				"backup refused: %s asked for backup protocol version '%.*s'; this server speaks "
+				"version %d (COFFER_E_PROTOCOL_VERSION)",
+				c->peer, (int)(cmd->argv[1].len > 16 ? 16 : cmd->argv[1].len), cmd->argv[1].p,
+				SRV_BACKUP_PROTOCOL);
 		return;
 	}
 	unsigned type = coffer_backup_type_parse(cmd->argv[2].p);

@@ -1103,6 +1103,8 @@ static void conn_detach(struct srv_loop *L, struct conn *c)
 	ss->type = c->detach;
 	ss->st.fd = c->fd;
 	ss->st.ssl = c->ssl;
+	if (ss->st.ssl) /* blocking from here: write whole buffers, not a record per call */
+		SSL_clear_mode(ss->st.ssl, SSL_MODE_ENABLE_PARTIAL_WRITE);
 	ss->st.timeout_ms = 60 * 1000;
 	snprintf(ss->st.peer, sizeof ss->st.peer, "%.120s", c->peer);
 	if (c->kind == CONN_UNIX)
