@@ -192,3 +192,8 @@ if [ -f "$HERE/redis.sh" ]; then
 	echo
 	sh "$HERE/redis.sh" "$BUILD"
 fi
+
+if [ -f "$HERE/backup.sh" ]; then
+	echo
+	sh "$HERE/backup.sh" "$BUILD"
+fi
