@@ -411,7 +411,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	srv->cfg = &scfg;
-	srv->env = env;
+	srv->env = env; /* srv owns it now: srv_recover.c may replace it */
+	env = NULL;
 	srv->ev = ev;
 	srv->start_us = srv_now_us();
 	pthread_mutex_init(&srv->scan_mu, NULL);
@@ -430,6 +431,8 @@ int main(int argc, char **argv)
 	srv->max_clients = cfg.lim.max_clients < fds ? cfg.lim.max_clients : fds;
 	srv_stats_global = &srv->st;
 	rc = srv_auth_init(srv);
+	if (rc == COFFER_OK)
+		rc = srv_recover_start(srv, &eo);
 	if (rc == COFFER_OK)
 		rc = srv_loop_open(srv);
 	if (rc == COFFER_OK)
@@ -458,10 +461,13 @@ int main(int argc, char **argv)
 	sigwait(&sigs, &sig);
 	fprintf(stderr, "cofferd: %s: stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
 	atomic_store(&srv->stopping, 1);
+	srv_recover_stop(srv);
 	srv_loop_stop(srv);
 	srv_sessions_stop(srv, 5000);
 	srv_pool_stop(srv);
-	rc = coffer_env_close(env);
+	env = srv->env;
+	srv->env = NULL;
+	rc = env ? coffer_env_close(env) : srv_recover_down(srv);
 	env = NULL;
 	if (rc) {
 		rc = fail(ev, rc);
@@ -473,9 +479,13 @@ int main(int argc, char **argv)
 out:
 	if (srv) {
 		atomic_store(&srv->stopping, 1);
+		srv_recover_stop(srv);
 		srv_loop_stop(srv);
 		srv_sessions_stop(srv, 5000);
 		srv_pool_stop(srv);
+		srv_recover_free(srv);
+		if (srv->env)
+			env = srv->env;
 		for (unsigned i = 0; i < SRV_SCAN_SLOTS; i++)
 			free(srv->scan[i].key);
 		pthread_mutex_destroy(&srv->scan_mu);

@@ -299,6 +299,8 @@ struct scan_slot {
 #define SRV_SCAN_SLOTS 4096u
 
 struct srv_pool; /* srv_pool.c */
+struct srv_recover; /* srv_recover.c */
+struct cf_stream; /* src/backup/proto.h */
 
 struct srv {
 	const struct srv_config *cfg;
@@ -315,6 +317,7 @@ struct srv {
 	size_t max_clients;       /* effective */
 
 	struct srv_pool *pool;
+	struct srv_recover *recover; /* NULL: writes are not resumed after a failure */
 	struct srv_stats st;
 	atomic_size_t nconns;
 	atomic_int stopping;
@@ -357,6 +360,25 @@ int srv_pool_start(struct srv *s, unsigned nworkers);
 void srv_pool_submit(struct srv *s, struct job *j);
 void srv_pool_submit_list(struct srv *s, struct job *list); /* linked by next */
 void srv_pool_stop(struct srv *s); /* after the loop: runs what is queued, joins */
+
+/* srv_recover.c: reopen the store after it stopped accepting writes (a
+ * full disk), see the top of srv_recover.c. s->env changes only while no
+ * job runs: a job uses s->env between srv_recover_enter() (which returns
+ * it; NULL: the store could not be reopened, fail the job with
+ * srv_recover_fail_job) and srv_recover_leave(). */
+int srv_recover_start(struct srv *s, const coffer_env_options *opts);
+void srv_recover_stop(struct srv *s);  /* no reopen after this; idempotent */
+void srv_recover_free(struct srv *s);  /* after the pool and the sessions stopped */
+coffer_env *srv_recover_enter(struct srv *s);
+void srv_recover_leave(struct srv *s);
+void srv_recover_fail_job(struct srv *s, struct job *j);
+/* A write transaction failed with RC and message MSG (CAP bytes): wake the
+ * monitor, and fix the advice in MSG when the store is fatal. */
+void srv_recover_notice(struct srv *s, int rc, char *msg, size_t cap);
+/* A backup session over ST (srv_loop.c), refused while writes are stopped. */
+int srv_recover_backup_session(struct srv *s, struct cf_stream *st, unsigned type, const char *who);
+/* COFFER_OK, or the error to exit with when the store is not open at shutdown. */
+int srv_recover_down(struct srv *s);
 
 /* srv_cmd.c */
 struct cmd_def;

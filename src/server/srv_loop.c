@@ -1065,7 +1065,8 @@ static void *session_main(void *arg)
 {
 	struct srv_session *ss = arg;
 	struct srv *s = ss->s;
-	srv_backup_session(s->env, s->ev, &ss->st, ss->type, ss->who, &s->stopping);
+	/* Through srv_recover.c, which may reopen the store meanwhile. */
+	srv_recover_backup_session(s, &ss->st, ss->type, ss->who);
 	coffer_error_clear();
 	if (ss->st.ssl) {
 		SSL_shutdown(ss->st.ssl);

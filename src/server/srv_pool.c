@@ -26,6 +26,10 @@
  * changed nothing (its commit then does not wait for the log) but read
  * data while an earlier commit was still not durable, it writes one small
  * key (tree "meta", key "sync") so that its commit waits for the log too.
+ *
+ * The store: every job uses s->env between srv_recover_enter() and
+ * srv_recover_leave(), so that srv_recover.c can swap in a reopened store
+ * after a write failure while no job runs.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +126,7 @@ static void run_reads(struct srv *s, struct job *list)
 	memset(&e, 0, sizeof e);
 	e.s = s;
 	struct job *done = NULL, *tail = NULL;
+	coffer_env *env = srv_recover_enter(s); /* s->env stays until leave */
 	while (list) {
 		struct job *j = list;
 		list = j->next;
@@ -131,7 +136,10 @@ static void run_reads(struct srv *s, struct job *list)
 			continue;
 		}
 		atomic_fetch_add(&s->st.read_jobs, 1);
-		job_run(&e, j);
+		if (env)
+			job_run(&e, j);
+		else
+			srv_recover_fail_job(s, j);
 		if (tail)
 			tail->next = j;
 		else
@@ -140,6 +148,7 @@ static void run_reads(struct srv *s, struct job *list)
 	}
 	if (e.txn)
 		coffer_txn_abort(e.txn);
+	srv_recover_leave(s);
 	srv_loop_done_list(s, done);
 }
 
@@ -160,8 +169,10 @@ static void run_writes(struct srv *s)
 {
 	struct srv_pool *p = s->pool;
 	coffer_txn *t = NULL;
-	int rc = coffer_txn_begin(s->env, 0, &t);
-	char msg[768];
+	coffer_env *env = srv_recover_enter(s); /* s->env stays until leave */
+	int rc = env ? coffer_txn_begin(env, 0, &t) : COFFER_E_FATAL;
+	int ran = rc == COFFER_OK;
+	char msg[900];
 	if (rc)
 		snprintf(msg, sizeof msg, "%s", coffer_error_last()->message);
 
@@ -218,9 +229,20 @@ static void run_writes(struct srv *s)
 	}
 	atomic_fetch_add(&s->st.write_txns, 1);
 	atomic_fetch_add(&s->st.write_jobs, n);
-	if (rc)
-		for (struct job *j = jobs; j; j = j->next)
-			job_fail(j, rc, msg);
+	if (rc && env)
+		srv_recover_notice(s, rc, msg, sizeof msg);
+	for (struct job *j = rc ? jobs : NULL; j; j = j->next) {
+		if (env == NULL) {
+			srv_recover_fail_job(s, j);
+			continue;
+		}
+		/* A transaction that could not begin ran nothing: every
+		 * command gets the error (job_fail answers those run). */
+		if (!ran)
+			j->ndone = j->ncmds;
+		job_fail(j, rc, msg);
+	}
+	srv_recover_leave(s);
 	srv_loop_done_list(s, jobs);
 }
 
