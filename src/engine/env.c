@@ -55,13 +55,16 @@ static void ev_str(coffer_evfield *f, const char *k, const char *v)
 
 int cf_env_set_fatal(coffer_env *env, int code, const char *what)
 {
-	if (atomic_exchange(&env->fatal, 1) == 0) {
+	/* The message is written before the flag is published: a writer that
+	 * sees env->fatal quotes fatal_msg at once, from another thread. */
+	if (atomic_exchange(&env->fatal_claimed, 1) == 0) {
 		const coffer_error *e = coffer_error_last();
 		snprintf(env->fatal_msg, sizeof env->fatal_msg,
 			 "the store stopped accepting writes after an error while %s: %s (%s); "
 			 "restart to recover",
 			 what, e->message, coffer_code_name(code) ? coffer_code_name(code) : "?");
 		env->fatal_code = code;
+		atomic_store(&env->fatal, 1);
 		if (env->evlog) {
 			coffer_evfield f[1];
 			ev_str(&f[0], "WHILE", what);

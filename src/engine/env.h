@@ -62,7 +62,8 @@ struct coffer_env {
 	pthread_mutex_t snap_mu;            /* active readers */
 	struct cf_reader *readers;
 
-	atomic_int fatal;                   /* sticky failure */
+	atomic_int fatal;                   /* sticky failure; fatal_msg is set before it */
+	atomic_int fatal_claimed;           /* the one thread that writes fatal_msg */
 	char fatal_msg[1400];
 	int fatal_code;
 
