@@ -8,7 +8,7 @@ set -eu
 
 BUILD_PKGS="gcc make meson ninja-build pkg-config python3
  libxxhash-dev libzstd-dev libssl-dev libsystemd-dev libinih-dev libcmocka-dev"
-CHECK_PKGS="python3-pytest python3-redis redis-tools clang iproute2 util-linux openssl"
+CHECK_PKGS="python3-pytest python3-redis redis-tools clang libclang-rt-14-dev iproute2 util-linux openssl"
 BENCH_PKGS="sqlite3 lmdb-utils liblmdb-dev libsqlite3-dev redis-server redis-tools
  postgresql hyperfine"
 
