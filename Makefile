@@ -36,11 +36,11 @@ $(BUILD_ASAN)/build.ninja:
 		-Dbuildtype=debug $(MESON_OPTS)
 
 # The fuzz build: clang, ASan+UBSan, everything instrumented for libFuzzer
-# (tests/fuzz/meson.build); warnings are not errors there, because clang
-# warns about things gcc's builds above already hold to -Werror.
+# (tests/fuzz/meson.build); warnings are errors there too, with clang's
+# own set of them.
 $(BUILD_FUZZ)/build.ninja:
 	CC=clang meson setup $(BUILD_FUZZ) -Dfuzz=true -Db_sanitize=address,undefined \
-		-Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link -Dwerror=false $(MESON_OPTS)
+		-Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link $(MESON_OPTS)
 
 build: deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)

@@ -198,7 +198,7 @@ int cf_recover(coffer_env *env, cf_lsn redo, struct cf_recovery_result *res)
 				if (t > res->last_commit_us)
 					res->marked_us = t;
 			}
-			/* fall through */
+			__attribute__((fallthrough));
 		case CF_LOG_CHECKPOINT:
 			if (b.n == 0)
 				res->end = rec.end;

@@ -63,7 +63,7 @@ struct coffer_txn {
 	int meta_loaded;
 };
 
-#define TXN_OF(io_) ((coffer_txn *)((char *)(io_) - offsetof(coffer_txn, io)))
+#define TXN_OF(io_) ((coffer_txn *)(void *)((char *)(io_) - offsetof(coffer_txn, io)))
 
 /* ---- private page index ---- */
 
