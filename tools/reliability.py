@@ -167,11 +167,14 @@ def write_report(path, a, faults, fuzz, fuzz_path, records, cases, secs, commit)
                  "%s acknowledged writes checked after every restart |" % (
                      r.get("seed"), r.get("rounds"), r.get("survived"), r.get("acked")))
         if "backups_ok" in r:
-            L.append("| backups in the crash loop | %d | %d succeeded, %d failed and left nothing; %d "
-                     "chain(s) verified; %d restores checked; %d incremental(s) orphaned by a lost END "
-                     "frame (known defect) |" % (
-                         r["backups_ok"] + r["backups_failed"], r["backups_ok"], r["backups_failed"],
-                         r["chains"], r["restores_checked"], r.get("orphaned_incrementals", 0)))
+            kept = r.get("backups_kept", 0)
+            L.append("| backups in the crash loop | %d | %d succeeded, %d kept with their outcome unknown "
+                     "(END lost after CONFIRM: %d recorded by the server, %d not, %d undetermined), %d "
+                     "failed and left nothing; %d chain(s) verified, %d broken; %d restores checked |" % (
+                         r["backups_ok"] + kept + r["backups_failed"], r["backups_ok"], kept,
+                         r.get("kept_recorded", 0), r.get("kept_not_recorded", 0),
+                         kept - r.get("kept_recorded", 0) - r.get("kept_not_recorded", 0),
+                         r["backups_failed"], r["chains"], r.get("chain_breaks", 0), r["restores_checked"]))
     if not loops:
         L.append("| crash loop | 0 | not run |")
     L.append("| **acknowledged writes lost** | | **%s** |" % ("unknown (a crash loop failed)" if lost_unknown

@@ -8,9 +8,13 @@
  * a backup set (src/backup/archive.h) to OUT - a file, '-' for standard
  * output, or a directory with --format dir. The set becomes visible at OUT
  * only once complete and fsynced; only then does the client confirm the
- * logs to the server, which records the backup and truncates its logs. If
- * the server cannot record it, the set is removed again and the backup
- * fails. A progress line (phase, bytes, rate, ETA) goes to a terminal on
+ * logs to the server, which records the backup and truncates its logs,
+ * then answers END. If the CONFIRM cannot be sent, or the server answers
+ * that it recorded nothing (COFFER_E_LOG_NOT_COPIED), the set is removed
+ * again and the backup fails. If the END is lost in any other way (server
+ * killed, connection cut, the server failing while it records), the outcome
+ * is unknown: the set is kept and the backup ends with
+ * COFFER_E_BACKUP_OUTCOME_UNKNOWN (see outcome_unknown). A progress line (phase, bytes, rate, ETA) goes to a terminal on
  * standard error, never to a pipe or with --quiet; --json prints a summary.
  */
 #include <ftw.h>
@@ -86,7 +90,8 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 	return remove(path) == 0 ? 0 : 0;
 }
 
-/* Remove a set made visible that the server then failed to record. */
+/* Remove a set made visible that the server certainly did not record (the
+ * CONFIRM never reached it whole, or it said so). */
 static void remove_set(const char *path)
 {
 	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
@@ -184,6 +189,99 @@ static int take_fd_file(struct cf_stream *s, cf_archive_writer *w, const uint8_t
 		return rc; /* the set is broken now: the backup fails (and aborts) */
 	*used = 1;
 	return cf_bkp_send(s, BKF_FD_OK, NULL, 0, NULL, 0);
+}
+
+static void hex_id(const uint8_t b[16], char out[33])
+{
+	for (int i = 0; i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+/*
+ * The END frame did not come after a CONFIRM sent whole: the set is complete
+ * and durable (visible at OUT since cf_archive_finish), and the server may
+ * or may not have recorded it. Between CONFIRM and END the server
+ * (coffer_backup_end) appends the new history to its log and flushes it -
+ * from then on the backup is recorded, recovery replays it - then, for a
+ * full or incremental backup, checkpoints and deletes the generations the
+ * set holds, and only then sends END. So a lost END, or an ERROR from any
+ * of these steps, says nothing about whether the history was written: the
+ * set is kept and the error says so (COFFER_E_BACKUP_OUTCOME_UNKNOWN). The
+ * error that cut the exchange is the cause named in the message.
+ */
+static int outcome_unknown(const struct cf_stream *s, int answered, const char *out,
+			   const struct coffer_backup_info *bi, struct progress *pg)
+{
+	coffer_error cause = *coffer_error_last();
+	const char *name = coffer_code_name(cause.code);
+	char id[33], where[600], what[300];
+	hex_id(bi->id, id);
+	if (pg->on)
+		fputc('\n', stderr);
+	if (strcmp(out, "-") == 0)
+		snprintf(where, sizeof where, "the %s backup set %s written to standard output is complete",
+			 coffer_backup_type_name(bi->type), id);
+	else
+		snprintf(where, sizeof where, "the %s backup set %s at \"%s\" is complete and was kept",
+			 coffer_backup_type_name(bi->type), id, out);
+	if (bi->type == COFFER_BACKUP_COPY)
+		snprintf(what, sizeof what, "a copy backup records nothing and deletes no log, so the set "
+					    "is a standalone restore point either way");
+	else if (bi->type == COFFER_BACKUP_DIFFERENTIAL)
+		snprintf(what, sizeof what, "the server may or may not have recorded it as its last "
+					    "differential backup (a differential deletes no log)");
+	else
+		snprintf(what, sizeof what, "the server may or may not have recorded it as its last %s "
+					    "backup and deleted log generations through %u",
+			 coffer_backup_type_name(bi->type), bi->gen_last);
+	return CF_ERROR(COFFER_E_BACKUP_OUTCOME_UNKNOWN,
+			CF_OBJ(.file = strcmp(out, "-") == 0 ? NULL : out, .peer = s->peer),
+			"%s, but %s (%.200s%s%s): %s; 'coffer status' shows the server's last backups", where,
+			answered ? "the server answered its confirmation with an error"
+				 : "the server's answer to its confirmation was lost",
+			cause.message, name ? ", " : "", name ? name : "", what);
+}
+
+/* The summary line or --json object. ENDP: the END payload, or NULL when
+ * the outcome is unknown (the set kept, see outcome_unknown). */
+static void summary(int json, int quiet, const char *out, const struct coffer_backup_info *bi,
+		    const struct progress *pg, uint64_t bytes_out, uint32_t stats_fast, const uint8_t *endp)
+{
+	char id[33];
+	hex_id(bi->id, id);
+	uint32_t tr_from = 0, tr_to = 0;
+	if (endp) {
+		memcpy(&tr_from, endp, 4);
+		memcpy(&tr_to, endp + 4, 4);
+	}
+	double secs = mono() - pg->start;
+	FILE *info = strcmp(out, "-") == 0 ? stderr : stdout;
+	if (json) {
+		char tr[64] = "\"truncated_from\":null,\"truncated_to\":null";
+		if (endp)
+			snprintf(tr, sizeof tr, "\"truncated_from\":%u,\"truncated_to\":%u", tr_from, tr_to);
+		fprintf(info,
+			"{\"set\":\"%s\",\"type\":\"%s\",\"id\":\"%s\",\"pages\":%llu,\"page_size\":%u,"
+			"\"gen_first\":%u,\"gen_last\":%u,\"bytes\":%llu,\"bytes_written\":%llu,"
+			"\"seconds\":%.3f,%s,\"fast_path_files\":%u,\"outcome\":\"%s\",\"kept\":%s%s}\n",
+			out, coffer_backup_type_name(bi->type), id, (unsigned long long)bi->npages, bi->page_size,
+			bi->gen_first, bi->gen_last, (unsigned long long)pg->done, (unsigned long long)bytes_out,
+			secs, tr, stats_fast, endp ? "confirmed" : "unknown",
+			endp || strcmp(out, "-") == 0 ? "false" : "true",
+			endp ? "" : ",\"error\":\"COFFER_E_BACKUP_OUTCOME_UNKNOWN\"");
+	} else if (!quiet && endp) {
+		char d[32], o[32];
+		human((double)pg->done, d, sizeof d);
+		human((double)bytes_out, o, sizeof o);
+		fprintf(info, "coffer backup: %s backup %s written to %s: %llu pages, log generations %u..%u, "
+			      "%s read, %s written, %.2f s",
+			coffer_backup_type_name(bi->type), id, out, (unsigned long long)bi->npages, bi->gen_first,
+			bi->gen_last, d, o, secs);
+		if (tr_to)
+			fprintf(info, "; the server deleted generations %u..%u", tr_from, tr_to);
+		fputc('\n', info);
+	}
+	fflush(info);
 }
 
 int cmd_backup(struct cli *cli, int argc, char **argv)
@@ -415,46 +513,31 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 	if (rc)
 		goto err;
 	visible = strcmp(out, "-") != 0;
+	/* A CONFIRM that could not be sent whole never reached the server:
+	 * nothing was recorded (the error path removes the set). */
 	CF_GO(rc, cf_bkp_send(&conn.s, BKF_CONFIRM, &last_done, 4, NULL, 0));
-	CF_GO(rc, cf_bkp_recv(&conn.s, &t, buf, &len));
-	if (t != BKF_END || len != 16) {
+	t = 0;
+	rc = cf_bkp_recv(&conn.s, &t, buf, &len);
+	if (rc == COFFER_OK && (t != BKF_END || len != 16))
 		rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer), "expected END, got frame %u", t);
-		goto err;
+	if (rc) {
+		/* Only the server's own word that it recorded nothing lets the set
+		 * go; anything else after CONFIRM leaves the outcome unknown. */
+		if (t == BKF_ERROR && rc == COFFER_E_LOG_NOT_COPIED)
+			goto err;
+		rc = outcome_unknown(&conn.s, t == BKF_ERROR, out, &bi, &pg);
+		cf_conn_close(&conn);
+		summary(json, quiet, out, &bi, &pg, bytes_out, stats_fast, NULL);
+		client_event(COFFER_EV_BACKUP_FAILED, out, coffer_backup_type_name(bi.type));
+		free(buf);
+		return rc;
 	}
 	memcpy(endp, buf, 16);
 	pg.phase = "done";
 	progress_show(&pg, 1);
 	cf_conn_close(&conn);
 	connected = 0;
-
-	char id[33];
-	for (int i = 0; i < 16; i++)
-		snprintf(id + 2 * i, 3, "%02x", bi.id[i]);
-	uint32_t tr_from, tr_to;
-	memcpy(&tr_from, endp, 4);
-	memcpy(&tr_to, endp + 4, 4);
-	double secs = mono() - pg.start;
-	FILE *info = strcmp(out, "-") == 0 ? stderr : stdout;
-	if (json)
-		fprintf(info,
-			"{\"set\":\"%s\",\"type\":\"%s\",\"id\":\"%s\",\"pages\":%llu,\"page_size\":%u,"
-			"\"gen_first\":%u,\"gen_last\":%u,\"bytes\":%llu,\"bytes_written\":%llu,"
-			"\"seconds\":%.3f,\"truncated_from\":%u,\"truncated_to\":%u,\"fast_path_files\":%u}\n",
-			out, coffer_backup_type_name(bi.type), id, (unsigned long long)bi.npages, bi.page_size,
-			bi.gen_first, bi.gen_last, (unsigned long long)pg.done, (unsigned long long)bytes_out,
-			secs, tr_from, tr_to, stats_fast);
-	else if (!quiet) {
-		char d[32], o[32];
-		human((double)pg.done, d, sizeof d);
-		human((double)bytes_out, o, sizeof o);
-		fprintf(info, "coffer backup: %s backup %s written to %s: %llu pages, log generations %u..%u, "
-			      "%s read, %s written, %.2f s",
-			coffer_backup_type_name(bi.type), id, out, (unsigned long long)bi.npages, bi.gen_first,
-			bi.gen_last, d, o, secs);
-		if (tr_to)
-			fprintf(info, "; the server deleted generations %u..%u", tr_from, tr_to);
-		fputc('\n', info);
-	}
+	summary(json, quiet, out, &bi, &pg, bytes_out, stats_fast, endp);
 	client_event(COFFER_EV_BACKUP_COMPLETED, out, coffer_backup_type_name(bi.type));
 	free(buf);
 	return COFFER_OK;

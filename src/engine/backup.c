@@ -407,7 +407,18 @@ int coffer_backup_end(coffer_backup *b, uint32_t copied_through, struct coffer_b
 	}
 	if (b->info.type == COFFER_BACKUP_FULL || b->info.type == COFFER_BACKUP_INCREMENTAL) {
 		/* Move the redo LSN past the roll so that no generation the set
-		 * holds is needed by recovery, then delete them. */
+		 * holds is needed by recovery, then delete them. A failure from
+		 * here on fails the call although the backup is recorded: the
+		 * client cannot tell, and keeps its set (cmd_backup.c). Test hook
+		 * backup.end.truncate fails this step. */
+		int inj = CF_INJECT("backup.end.truncate");
+		if (inj) {
+			rc = CF_ERROR(COFFER_E_IO, CF_OBJ(.file = env->logdir, .sys_errno = inj),
+				      "injected failure (%s) before deleting the log generations of the %s "
+				      "backup, which is recorded",
+				      strerror(inj), coffer_backup_type_name(b->info.type));
+			goto err;
+		}
 		CF_GO(rc, cf_env_checkpoint(env));
 		uint32_t keep = b->info.gen_last + 1;
 		if (CF_LSN_GEN(env->ckpt_redo) < keep)

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 BUILD = os.environ.get("COFFER_BUILD_DIR", "")
@@ -277,3 +278,67 @@ def factory(cofferd_bin):
     for d in dirs:
         shutil.rmtree(d, ignore_errors=True)
     assert not problems, "\n".join(problems)
+
+
+class DropEndProxy(threading.Thread):
+    """TCP 127.0.0.1:port -> cofferd's Unix socket, passing everything until
+    the client's CONFIRM frame. forward=True: it forwards the CONFIRM and
+    then cuts the client off before the server's END arrives (as a crash of
+    the server right after it recorded the backup would). forward=False: it
+    swallows the CONFIRM and cuts both sides (the server never hears it and
+    records nothing; the client cannot tell the two apart)."""
+
+    def __init__(self, unix_path, forward=True):
+        super().__init__(daemon=True)
+        self.unix_path, self.forward = unix_path, forward
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(4)
+        self.lsock.settimeout(60 * SLOW)
+        self.port = self.lsock.getsockname()[1]
+        self.confirmed = threading.Event()
+
+    def run(self):
+        try:
+            c, _ = self.lsock.accept()
+        except OSError:
+            return
+        finally:
+            self.lsock.close()
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(self.unix_path)
+
+        def up():  # client -> server
+            seen = b""
+            while True:
+                try:
+                    b = c.recv(65536)
+                except OSError:
+                    break
+                if not b:
+                    break
+                seen = (seen + b)[-64:]
+                if b"CBK1\x07\x00" in seen:
+                    self.confirmed.set()
+                    if not self.forward:
+                        break
+                s.sendall(b)
+            try:
+                s.shutdown(socket.SHUT_RDWR if not self.forward else socket.SHUT_WR)
+            except OSError:
+                pass
+
+        t = threading.Thread(target=up, daemon=True)
+        t.start()
+        while True:
+            try:
+                b = s.recv(65536)
+            except OSError:
+                break
+            if not b or self.confirmed.is_set():
+                break
+            c.sendall(b)
+        c.shutdown(socket.SHUT_RDWR)  # wakes the other thread too
+        t.join(30)
+        c.close()
+        s.close()

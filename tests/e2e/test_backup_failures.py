@@ -33,7 +33,7 @@ import time
 
 import pytest
 
-from server_util import SLOW, Resp, RespError, Server, deadline, short_dir
+from server_util import SLOW, DropEndProxy, Resp, RespError, Server, deadline, short_dir
 
 ROOT = os.geteuid() == 0
 UID = os.geteuid()
@@ -60,9 +60,9 @@ class Ctx:
         self.vars = {"work": self.work, "uid": UID}
 
     # -- servers
-    def start_server(self, name="s", args=()):
+    def start_server(self, name="s", args=(), env=None):
         s = Server(self.cofferd_bin, os.path.join(self.work, name + "-data"),
-                   sock=os.path.join(self.work, name + ".sock"), args=list(args))
+                   sock=os.path.join(self.work, name + ".sock"), args=list(args), env=env)
         self.servers.append(s)
         self.server, self.sock = s, s.sock
         self.vars.update(sock=s.sock, data=s.data)
@@ -598,6 +598,58 @@ def after_log_missing(c, out):
     assert rc == 0, err
 
 
+def run_end_lost_after_confirm(c):
+    c.start_server()
+    c.load_small(500, "a")
+    rc, _, err, _ = c.run("backup", "-o", os.path.join(c.work, "full.cbk"))
+    assert rc == 0, err
+    c.load_small(500, "b")
+    # The server gets the CONFIRM and records the backup; its END is lost.
+    proxy = DropEndProxy(c.sock, forward=True)
+    proxy.start()
+    c.threads.append(proxy)
+    c.vars["set"] = os.path.join(c.work, "x.cbk")
+    c.vars["holder_pid"] = os.getpid()  # the proxy is the server's peer
+    rc, _, err, pid = c.run("backup", "--type", "incremental", "-o", c.vars["set"],
+                            server="127.0.0.1:%d" % proxy.port)
+    proxy.join(60)
+    assert proxy.confirmed.is_set(), err
+    return {"rc": rc, "stderr": err, "pid": pid}
+
+
+def run_server_fails_after_recording(c):
+    # The full backup passes; the incremental is recorded, then the server
+    # fails before deleting its generations and answers ERROR, not END.
+    c.start_server(env=dict(os.environ, COFFER_INJECT="backup.end.truncate:EIO:1:1"))
+    c.load_small(500, "a")
+    rc, _, err, _ = c.run("backup", "-o", os.path.join(c.work, "full.cbk"))
+    assert rc == 0, err
+    c.load_small(500, "b")
+    c.vars["set"] = os.path.join(c.work, "x.cbk")
+    rc, _, err, pid = c.run("backup", "--type", "incremental", "-o", c.vars["set"])
+    return {"rc": rc, "stderr": err, "pid": pid}
+
+
+def after_end_lost(c, out):
+    # The set is kept, complete, the server lists it as its last
+    # incremental, and the next incremental is chained to it.
+    p = subprocess.run([c.coffer_bin, "list", c.vars["set"]], capture_output=True, text=True, timeout=60 * SLOW)
+    assert p.returncode == 0, p.stderr
+    kept_id = re.search(r"^set id:\s+([0-9a-f]{32})", p.stdout, re.M).group(1)
+    assert kept_id in out["stderr"]
+    rc, status, err, _ = c.run("status")
+    assert rc == 0, err
+    assert re.search(r"last incremental:\s+id %s," % kept_id, status), status
+    nxt = os.path.join(c.work, "y.cbk")
+    rc, _, err, _ = c.run("backup", "--type", "incremental", "-o", nxt)
+    assert rc == 0, err
+    p = subprocess.run([c.coffer_bin, "list", nxt], capture_output=True, text=True, timeout=60 * SLOW)
+    assert re.search(r"^parent id:\s+%s$" % kept_id, p.stdout, re.M), p.stdout
+    sets = [os.path.join(c.work, "full.cbk"), c.vars["set"], nxt]
+    v = subprocess.run([c.coffer_bin, "verify"] + sets, capture_output=True, text=True, timeout=120 * SLOW)
+    assert v.returncode == 0, v.stderr
+
+
 LOST = one_of("COFFER_E_CONNECTION_LOST", "COFFER_E_BACKUP_ABORTED", "COFFER_E_DISK_FULL")
 
 CASES = [
@@ -648,6 +700,16 @@ CASES = [
          what=["log generation {gen}"], object=["generation={gen}"],
          events=[(1202, {"CODE_NAME": "COFFER_E_LOG_MISSING", "GENERATION": "{gen}", "WHO": "{client_who}"})],
          after=after_log_missing),
+    dict(id="end_frame_lost_after_confirm", run=run_end_lost_after_confirm, code=157,
+         name="COFFER_E_BACKUP_OUTCOME_UNKNOWN",
+         what=['"{set}"', "was kept", "may or may not have recorded", "coffer status"], object=["{set}"],
+         events=[(1201, {"TYPE": "incremental", "WHO": "{holder_who}"})], after=after_end_lost),
+    dict(id="server_fails_after_recording", run=run_server_fails_after_recording, code=157,
+         name="COFFER_E_BACKUP_OUTCOME_UNKNOWN",
+         what=['"{set}"', "was kept", "may or may not have recorded",
+               "before deleting the log generations", "COFFER_E_IO"], object=["{set}"],
+         events=[(1202, {"CODE_NAME": "COFFER_E_IO", "TYPE": "incremental", "WHO": "{client_who}"})],
+         after=after_end_lost),
 ]
 
 

@@ -8,10 +8,16 @@ start two writers (each records a SET once it returned OK, and keeps one
 key it overwrites) and a `coffer backup` loop (a full set, then
 incrementals; a new full every FULL_EVERY rounds), and SIGKILL the server
 at a random moment. A backup that exits 0 must have made its set visible;
-one that fails must leave nothing. At the end: a clean stop, `coffer
-check`, and every chain of successful sets verifies and restores, each
-restored prefix (the full, then each incremental) holding every write
-acknowledged before its last backup started.
+one whose END frame was lost after its CONFIRM (exit 157,
+COFFER_E_BACKUP_OUTCOME_UNKNOWN) must have kept its set, complete; any
+other failure must leave nothing. At the end: a clean stop, `coffer check`,
+and every set kept or made verifies as the end of its chain - its parent's
+chain, then itself - and restores holding every write acknowledged before
+its backup started. A kept set is recorded by the server or not: a later
+incremental names it as parent, or skips it for the set before it (it is
+then a standalone restore point after its parent); no set may be the
+parent of a later one across a set that exited 0, and no parent may be
+missing (the defect of a client deleting a set the server had recorded).
 
 Rounds: COFFER_CRASHLOOP_ROUNDS, default 15 (5 in sanitizer builds);
 COFFER_CRASHLOOP_SEED makes the kill moments repeatable (the seed is in
@@ -26,7 +32,6 @@ import subprocess
 import threading
 import time
 
-import pytest
 import redis
 
 import server_util as su
@@ -34,7 +39,8 @@ from server_util import SLOW
 
 ROUNDS = int(os.environ.get("COFFER_CRASHLOOP_ROUNDS", 5 if SLOW > 1 else 15))
 FULL_EVERY = 5
-MAX_RESTORES = 12  # restored prefixes checked (the last of each chain always)
+MAX_RESTORES = 12  # restores checked besides every chain's last set and every kept set
+OUTCOME_UNKNOWN = 157  # COFFER_E_BACKUP_OUTCOME_UNKNOWN: the set kept, its recording unknown
 
 
 class Acks:
@@ -116,8 +122,20 @@ class Backups(threading.Thread):
             if p.returncode == 0:
                 if not os.path.isfile(path):
                     self.problems.append("coffer backup exited 0 but %s does not exist" % path)
-                st["ok"].append({"path": path, "kind": kind, "mark": mark})
+                st["ok"].append({"path": path, "kind": kind, "mark": mark, "kept": False})
                 st["need_full"] = False
+            elif p.returncode == OUTCOME_UNKNOWN:
+                # The END was lost after CONFIRM: the set must be kept, and
+                # the error must say where. (A kept full leaves need_full:
+                # the server may not have recorded it.)
+                if not os.path.isfile(path):
+                    self.problems.append("coffer backup exited %d (kept) but %s does not exist:\n%s"
+                                         % (p.returncode, path, p.stderr))
+                elif '"%s"' % path not in p.stderr or "was kept" not in p.stderr:
+                    self.problems.append("the outcome-unknown error does not name the kept set %s:\n%s"
+                                         % (path, p.stderr))
+                st["ok"].append({"path": path, "kind": kind, "mark": mark, "kept": True})
+                st["kept"] += 1
             else:
                 st["failed"] += 1
                 if os.path.exists(path):
@@ -157,29 +175,44 @@ def set_ids(coffer_bin, path):
     return f["set id"].strip(), f["parent id"].strip()
 
 
-def chains_of(coffer_bin, sets):
-    """Chains of successful sets: a full, then the incrementals naming the
-    set before them as parent. An incremental whose parent is none of the
-    successful sets starts an orphan segment (a backup the client reported
-    failed after the server had recorded it: the defect of
-    test_lost_end_frame_breaks_the_chain); the incrementals after it, up to
-    the next full, belong to that segment. Returns (chains, segments)."""
-    chains, segments = [], []
-    ids = set()
-    for s in sets:
+def chains_of(coffer_bin, sets, seed):
+    """Each set's restore chain: a full alone; an incremental after its
+    parent's chain. Sets: every set that exited 0 or was kept, in the order
+    taken. The parent of an incremental must be among them (a set the
+    server recorded is never deleted), and every set between the parent and
+    the incremental must be a kept one (a set that exited 0 was recorded:
+    it would be the parent). So a kept set named as parent was recorded
+    ("recorded" True); one skipped was not (False); the others are unknown
+    (None: the next backup was a full, or there was none). Returns the leaf
+    chains (sets no later set names as parent)."""
+    by_id = {}
+    for i, s in enumerate(sets):
+        s["i"] = i
         s["id"], s["parent"] = set_ids(coffer_bin, s["path"])
+        s["recorded"] = None if s["kept"] else True
+        s["leaf"] = True
         if s["kind"] == "full":
-            chains.append([s])
-        elif segments and segments[-1][-1]["id"] == s["parent"]:
-            segments[-1].append(s)
-        elif chains and chains[-1][-1]["id"] == s["parent"]:
-            chains[-1].append(s)
+            s["chain"] = [s]
         else:
-            assert s["parent"] not in ids, "%s names %s as parent, which is not the set before it" % (
-                s["path"], s["parent"])
-            segments.append([s])
-        ids.add(s["id"])
-    return chains, segments
+            par = by_id.get(s["parent"])
+            assert par is not None, "seed %d: %s names %s as parent, which is none of the sets made or " \
+                "kept (a set the server recorded was deleted?)" % (seed, s["path"], s["parent"])
+            between = sets[par["i"] + 1:i]
+            done = [b["path"] for b in between if not b["kept"]]
+            assert not done, "seed %d: %s names %s as parent across %s, which exited 0" % (
+                seed, s["path"], par["path"], done)
+            if par["kept"]:
+                assert par["recorded"] is not False, "seed %d: %s was skipped, then named as parent" % (
+                    seed, par["path"])
+                par["recorded"] = True
+            for b in between:
+                assert b["recorded"] is not True, "seed %d: %s was named as parent, then skipped" % (
+                    seed, b["path"])
+                b["recorded"] = False
+            par["leaf"] = False
+            s["chain"] = par["chain"] + [s]
+        by_id[s["id"]] = s
+    return [s["chain"] for s in sets if s["leaf"]]
 
 
 def test_kill9_during_writes_and_backups(cofferd_bin, coffer_bin):
@@ -194,7 +227,7 @@ def test_kill9_during_writes_and_backups(cofferd_bin, coffer_bin):
     server = su.Server(cofferd_bin, os.path.join(work, "data"), sock=os.path.join(work, "s.sock"),
                        args=["--config", cfg], start=False)
     acks = Acks()
-    state = {"seq": 0, "need_full": True, "ok": [], "failed": 0}
+    state = {"seq": 0, "need_full": True, "ok": [], "failed": 0, "kept": 0}
     problems = []
     survived = 0
     checked = 0
@@ -229,26 +262,21 @@ def test_kill9_during_writes_and_backups(cofferd_bin, coffer_bin):
         assert c.returncode == 0, "seed %d: coffer check after the crash loop:\n%s%s" % (seed, c.stdout, c.stderr)
         assert not problems, "seed %d:\n%s" % (seed, "\n".join(problems))
 
-        # Every chain of successful sets verifies and restores.
+        # Every set made or kept verifies at the end of its chain and restores.
         ok = state["ok"]
         assert ok and ok[0]["kind"] == "full", "seed %d: no backup succeeded in %d rounds" % (seed, ROUNDS)
-        chains, orphans = chains_of(coffer_bin, ok)
-        for o in [s for seg in orphans for s in seg]:  # intact sets, only cut from their chain
-            v = subprocess.run([coffer_bin, "verify", o["path"]], capture_output=True, text=True,
-                               timeout=300 * SLOW)
-            assert v.returncode == 0, "seed %d: an orphaned set does not verify:\n%s" % (seed, v.stderr)
-        prefixes = []
+        chains = chains_of(coffer_bin, ok, seed)
         for ch in chains:
             v = subprocess.run([coffer_bin, "verify"] + [s["path"] for s in ch], capture_output=True,
                                text=True, timeout=300 * SLOW)
             assert v.returncode == 0, "seed %d: chain %s does not verify:\n%s" % (
                 seed, [os.path.basename(s["path"]) for s in ch], v.stderr)
-            prefixes += [ch[:k] for k in range(1, len(ch) + 1)]
-        # The last prefix of each chain, then others spread evenly.
-        must = [p for p in prefixes if any(p == ch for ch in chains)]
-        rest = [p for p in prefixes if p not in must]
-        step = max(1, len(rest) // max(1, MAX_RESTORES - len(must)))
-        pick = must + rest[::step][:max(0, MAX_RESTORES - len(must))]
+        # Restored: each chain's last set and every kept set, then others
+        # spread evenly, MAX_RESTORES of them.
+        must = [s["chain"] for s in ok if s["leaf"] or s["kept"]]
+        rest = [s["chain"] for s in ok if not (s["leaf"] or s["kept"])]
+        step = max(1, len(rest) // MAX_RESTORES)
+        pick = must + rest[::step][:MAX_RESTORES]
         restored = 0
         for i, pre in enumerate(pick):
             target = os.path.join(work, "restore%02d" % i)
@@ -272,10 +300,12 @@ def test_kill9_during_writes_and_backups(cofferd_bin, coffer_bin):
                 assert s2.stop() == 0
             shutil.rmtree(target, ignore_errors=True)
             restored += 1
+        kept = [s for s in ok if s["kept"]]
         reliability(rounds=ROUNDS, survived=survived, acked=checked, lost=0,
-                    backups_ok=len(ok), backups_failed=state["failed"], chains=len(chains),
-                    orphaned_incrementals=sum(len(o) for o in orphans),
-                    chain_breaks=len(orphans), restores_checked=restored, seed=seed)
+                    backups_ok=len(ok) - len(kept), backups_failed=state["failed"],
+                    backups_kept=len(kept), kept_recorded=sum(1 for s in kept if s["recorded"] is True),
+                    kept_not_recorded=sum(1 for s in kept if s["recorded"] is False),
+                    chains=len(chains), chain_breaks=0, restores_checked=restored, seed=seed)
     except AssertionError:
         reliability(rounds=ROUNDS, survived=survived, acked=checked, lost=None, failed=True, seed=seed)
         raise
@@ -284,68 +314,84 @@ def test_kill9_during_writes_and_backups(cofferd_bin, coffer_bin):
         shutil.rmtree(work, ignore_errors=True)
 
 
-# ---- the defect the crash loop finds: an END frame lost after CONFIRM
+# ---- an END frame lost after CONFIRM: the set is kept, the outcome unknown
 
 
-class DropEndProxy(threading.Thread):
-    """TCP 127.0.0.1:port -> cofferd's Unix socket, passing everything until
-    the client's CONFIRM frame; it forwards the CONFIRM and then cuts the
-    client off before the server's END arrives (as a crash of the server
-    right after it recorded the backup would)."""
-
-    def __init__(self, unix_path):
-        super().__init__(daemon=True)
-        import socket
-        self.unix_path = unix_path
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(4)
-        self.port = self.lsock.getsockname()[1]
-        self.confirmed = threading.Event()
-
-    def run(self):
-        import socket
-        c, _ = self.lsock.accept()
-        s = socket.socket(socket.AF_UNIX)
-        s.connect(self.unix_path)
-
-        def up():  # client -> server
-            seen = b""
-            while True:
-                try:
-                    b = c.recv(65536)
-                except OSError:
-                    break
-                if not b:
-                    break
-                seen = (seen + b)[-64:]
-                if b"CBK1\x07\x00" in seen:
-                    self.confirmed.set()
-                s.sendall(b)
-            try:
-                s.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
-        t = threading.Thread(target=up, daemon=True)
-        t.start()
-        while True:
-            b = s.recv(65536)
-            if not b or self.confirmed.is_set():
-                break
-            c.sendall(b)
-        c.shutdown(socket.SHUT_RDWR)  # wakes the other thread too
-        t.join(30)
-        c.close()
-        s.close()
+def last_backup_id(coffer_bin, sock, kind):
+    """The id of the server's last backup of KIND from coffer status, or None."""
+    p = subprocess.run([coffer_bin, "--server", "unix:" + sock, "status"], capture_output=True, text=True,
+                       timeout=60 * SLOW)
+    assert p.returncode == 0, p.stderr
+    for line in p.stdout.splitlines():
+        if line.strip().startswith("last %s:" % kind):
+            f = line.split()
+            return f[f.index("id") + 1].rstrip(",") if "id" in f else None
+    raise AssertionError("coffer status has no 'last %s' line:\n%s" % (kind, p.stdout))
 
 
-@pytest.mark.xfail(strict=True, reason="defect: when the END frame is lost after CONFIRM (server "
-                   "killed, network cut), coffer backup deletes a complete set the server has already "
-                   "recorded (cmd_backup.c: remove_set on any error after CONFIRM); the server then "
-                   "truncates those generations and the next incremental names the deleted set as "
-                   "parent: the chain is broken")
-def test_lost_end_frame_breaks_the_chain(cofferd_bin, coffer_bin):
+def restored_has(cofferd_bin, coffer_bin, work, sets, want, name):
+    target = os.path.join(work, name)
+    r = subprocess.run([coffer_bin, "restore"] + sets + ["--target", target], capture_output=True, text=True,
+                       timeout=120 * SLOW)
+    assert r.returncode == 0, "restore of %s failed:\n%s" % ([os.path.basename(x) for x in sets], r.stderr)
+    s2 = su.Server(cofferd_bin, target, sock=os.path.join(work, name + ".sock"))
+    try:
+        rr = s2.redis()
+        got = {k: rr.get(k) for k in want}
+        assert got == {k: v.encode() for k, v in want.items()}, "restore of %s: %s" % (
+            [os.path.basename(x) for x in sets], got)
+    finally:
+        assert s2.stop() == 0
+    shutil.rmtree(target, ignore_errors=True)
+
+
+def backup_via_proxy(s, coffer_bin, forward, path):
+    proxy = su.DropEndProxy(s.sock, forward=forward)
+    proxy.start()
+    p = subprocess.run([coffer_bin, "--server", "127.0.0.1:%d" % proxy.port, "backup", "--json",
+                        "--type", "incremental", "-o", path], capture_output=True, text=True,
+                       timeout=120 * SLOW)
+    proxy.join(60)
+    assert not proxy.is_alive()
+    assert proxy.confirmed.is_set(), "the client never confirmed:\n%s" % p.stderr
+    print("client (%s): %s%s" % ("CONFIRM forwarded" if forward else "CONFIRM swallowed", p.stderr, p.stdout))
+    # The client cannot know the outcome: it keeps the set and says so.
+    assert p.returncode == OUTCOME_UNKNOWN, "exit %d:\n%s" % (p.returncode, p.stderr)
+    errors = [l for l in p.stderr.splitlines() if l.startswith("coffer: error: ")]
+    assert len(errors) == 1 and errors[0].endswith("(COFFER_E_BACKUP_OUTCOME_UNKNOWN)"), p.stderr
+    for phrase in ('"%s"' % path, "was kept", "may or may not have recorded", "coffer status"):
+        assert phrase in errors[0], "the message does not say %r:\n%s" % (phrase, p.stderr)
+    assert any(l.startswith("coffer: hint: ") and "standalone restore point" in l
+               for l in p.stderr.splitlines()), p.stderr
+    summary = json.loads(p.stdout)
+    assert summary["outcome"] == "unknown" and summary["kept"] is True, summary
+    assert summary["truncated_from"] is None and summary["set"] == path, summary
+    assert os.path.isfile(path) and not [f for f in os.listdir(os.path.dirname(path)) if ".tmp-" in f]
+    assert summary["id"] in errors[0]
+    kept_id, _ = set_ids(coffer_bin, path)
+    assert kept_id == summary["id"]
+    v = subprocess.run([coffer_bin, "verify", path], capture_output=True, text=True, timeout=120 * SLOW)
+    assert v.returncode == 0, v.stderr
+    return kept_id
+
+
+def incremental_when_idle(s, coffer_bin, path):
+    """The next incremental over the socket; the server may still be
+    noticing that the proxied connection is gone (COFFER_E_BACKUP_IN_PROGRESS,
+    150): retried within a bounded deadline."""
+    end = su.deadline(30)
+    while True:
+        q = subprocess.run([coffer_bin, "--server", "unix:" + s.sock, "backup", "--type", "incremental",
+                            "-o", path], capture_output=True, text=True, timeout=120 * SLOW)
+        if q.returncode != 150 or time.monotonic() > end:
+            break
+        time.sleep(0.1)
+    assert q.returncode == 0, q.stderr
+
+
+def test_lost_end_frame_keeps_a_recorded_set(cofferd_bin, coffer_bin):
+    """The server got the CONFIRM and recorded the backup; its END is lost.
+    The kept set is the parent of the next incremental: the chain holds."""
     work = su.short_dir("cle")
     s = su.Server(cofferd_bin, os.path.join(work, "data"), sock=os.path.join(work, "s.sock"), start=False)
     try:
@@ -357,27 +403,56 @@ def test_lost_end_frame_breaks_the_chain(cofferd_bin, coffer_bin):
                            capture_output=True, text=True, timeout=120 * SLOW)
         assert p.returncode == 0, p.stderr
         r.set("b", "2")
-        proxy = DropEndProxy(s.sock)
-        proxy.start()
         lost = os.path.join(work, "2-incr.cbk")
-        p = subprocess.run([coffer_bin, "--server", "127.0.0.1:%d" % proxy.port, "backup",
-                            "--type", "incremental", "-o", lost],
-                           capture_output=True, text=True, timeout=120 * SLOW)
-        proxy.join(60)
-        assert proxy.confirmed.is_set(), "the client never confirmed:\n%s" % p.stderr
-        assert p.returncode != 0  # it could not know the outcome
+        kept_id = backup_via_proxy(s, coffer_bin, True, lost)
+        # What coffer status shows: the server did record it.
+        su.wait_for(lambda: last_backup_id(coffer_bin, s.sock, "incremental") == kept_id, 30 * SLOW,
+                    "the server to list the kept set as its last incremental")
         r.set("c", "3")
         incr = os.path.join(work, "3-incr.cbk")
-        q = subprocess.run([coffer_bin, "--server", "unix:" + s.sock, "backup", "--type", "incremental",
-                            "-o", incr], capture_output=True, text=True, timeout=120 * SLOW)
-        assert q.returncode == 0, q.stderr
+        incremental_when_idle(s, coffer_bin, incr)
+        assert set_ids(coffer_bin, incr)[1] == kept_id
         assert s.stop() == 0
-        # What a user has: the sets that exist. They must form a chain.
-        sets = [full] + ([lost] if os.path.exists(lost) else []) + [incr]
-        v = subprocess.run([coffer_bin, "verify"] + sets, capture_output=True, text=True,
-                           timeout=120 * SLOW)
-        assert v.returncode == 0, "the sets left do not form a chain:\n%s\n(client said: %s)" % (
-            v.stderr, p.stderr.strip())
+        sets = [full, lost, incr]
+        v = subprocess.run([coffer_bin, "verify"] + sets, capture_output=True, text=True, timeout=120 * SLOW)
+        assert v.returncode == 0, "the sets do not form a chain:\n%s" % v.stderr
+        restored_has(cofferd_bin, coffer_bin, work, [full, lost], {"a": "1", "b": "2"}, "r1")
+        restored_has(cofferd_bin, coffer_bin, work, sets, {"a": "1", "b": "2", "c": "3"}, "r2")
+    finally:
+        s.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_lost_confirm_keeps_an_unrecorded_set(cofferd_bin, coffer_bin):
+    """The CONFIRM never reaches the server: nothing is recorded. The kept
+    set is a standalone restore point after its parent; the next incremental
+    is chained to the full, not to it."""
+    work = su.short_dir("clc")
+    s = su.Server(cofferd_bin, os.path.join(work, "data"), sock=os.path.join(work, "s.sock"), start=False)
+    try:
+        s.start()
+        r = s.redis()
+        r.set("a", "1")
+        full = os.path.join(work, "1-full.cbk")
+        p = subprocess.run([coffer_bin, "--server", "unix:" + s.sock, "backup", "-o", full],
+                           capture_output=True, text=True, timeout=120 * SLOW)
+        assert p.returncode == 0, p.stderr
+        full_id, _ = set_ids(coffer_bin, full)
+        r.set("b", "2")
+        lost = os.path.join(work, "2-incr.cbk")
+        kept_id = backup_via_proxy(s, coffer_bin, False, lost)
+        r.set("c", "3")
+        incr = os.path.join(work, "3-incr.cbk")
+        incremental_when_idle(s, coffer_bin, incr)
+        assert last_backup_id(coffer_bin, s.sock, "incremental") != kept_id
+        assert set_ids(coffer_bin, incr)[1] == full_id
+        assert s.stop() == 0
+        for chain in ([full, lost], [full, incr]):
+            v = subprocess.run([coffer_bin, "verify"] + chain, capture_output=True, text=True,
+                               timeout=120 * SLOW)
+            assert v.returncode == 0, "%s:\n%s" % ([os.path.basename(x) for x in chain], v.stderr)
+        restored_has(cofferd_bin, coffer_bin, work, [full, lost], {"a": "1", "b": "2"}, "r1")
+        restored_has(cofferd_bin, coffer_bin, work, [full, incr], {"a": "1", "b": "2", "c": "3"}, "r2")
     finally:
         s.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -334,6 +334,37 @@ static void test_refusals(void **state)
 	OK(coffer_env_close(env));
 }
 
+/* A failure after the history is written fails coffer_backup_end, yet the
+ * backup is recorded: what the client must assume when END does not come. */
+static void test_end_fails_after_recording(void **state)
+{
+	(void)state;
+	coffer_env *env = open_env(0);
+	coffer_backup *b;
+	put_n(env, "x", 0, 10, 10);
+	OK(coffer_backup_begin(env, COFFER_BACKUP_FULL, "t", &b));
+	OK(coffer_backup_roll(b));
+	uint8_t id[16];
+	memcpy(id, coffer_backup_get_info(b)->id, 16);
+	uint32_t last = coffer_backup_get_info(b)->gen_last;
+	OK(cf_inject_arm("backup.end.truncate", EIO, 0, 1));
+	assert_int_equal(coffer_backup_end(b, last, NULL), COFFER_E_IO);
+	assert_int_equal(cf_inject_fired("backup.end.truncate"), 1);
+	struct coffer_backup_status st;
+	OK(coffer_backup_status(env, &st));
+	assert_false(st.running);
+	assert_true(st.last[0].valid);
+	assert_memory_equal(st.last[0].id, id, 16);
+	/* and durably: the history is in the log and the header */
+	OK(coffer_env_close(env));
+	env = open_env(0);
+	OK(coffer_backup_status(env, &st));
+	assert_true(st.last[0].valid);
+	assert_memory_equal(st.last[0].id, id, 16);
+	OK(coffer_env_close(env));
+	cf_inject_reset();
+}
+
 static void test_bad_page_fails_backup(void **state)
 {
 	(void)state;
@@ -368,6 +399,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_full_backup_under_writes_restores, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_incremental_chain_and_truncation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_end_fails_after_recording, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_page_fails_backup, setup, teardown),
 	};
 	if (getenv("COFFER_TEST_FILTER"))
