@@ -34,6 +34,7 @@
 #include "cli/cli.h"
 #include "cli/conn.h"
 #include "common/err.h"
+#include "common/json.h"
 #include "common/os.h"
 #include "common/timefmt.h"
 
@@ -260,11 +261,13 @@ static void summary(int json, int quiet, const char *out, const struct coffer_ba
 		char tr[64] = "\"truncated_from\":null,\"truncated_to\":null";
 		if (endp)
 			snprintf(tr, sizeof tr, "\"truncated_from\":%u,\"truncated_to\":%u", tr_from, tr_to);
+		fputs("{\"set\":\"", info);
+		cf_json_fputs(info, out);
 		fprintf(info,
-			"{\"set\":\"%s\",\"type\":\"%s\",\"id\":\"%s\",\"pages\":%llu,\"page_size\":%u,"
+			"\",\"type\":\"%s\",\"id\":\"%s\",\"pages\":%llu,\"page_size\":%u,"
 			"\"gen_first\":%u,\"gen_last\":%u,\"bytes\":%llu,\"bytes_written\":%llu,"
 			"\"seconds\":%.3f,%s,\"fast_path_files\":%u,\"outcome\":\"%s\",\"kept\":%s%s}\n",
-			out, coffer_backup_type_name(bi->type), id, (unsigned long long)bi->npages, bi->page_size,
+			coffer_backup_type_name(bi->type), id, (unsigned long long)bi->npages, bi->page_size,
 			bi->gen_first, bi->gen_last, (unsigned long long)pg->done, (unsigned long long)bytes_out,
 			secs, tr, stats_fast, endp ? "confirmed" : "unknown",
 			endp || strcmp(out, "-") == 0 ? "false" : "true",

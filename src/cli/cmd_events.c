@@ -38,6 +38,7 @@
 #include "cli/conn.h"
 #include "common/catalog.h"
 #include "common/err.h"
+#include "common/json.h"
 #include "common/timefmt.h"
 
 struct listing {
@@ -49,87 +50,13 @@ struct listing {
 	unsigned long damaged;
 };
 
-/* Length of the valid UTF-8 sequence at S (1..4), or 0 if it is not one. */
-static size_t utf8_len(const unsigned char *s)
-{
-	unsigned char c = s[0];
-	if (c < 0x80)
-		return 1;
-	size_t n;
-	unsigned char lo = 0x80, hi = 0xBF;
-	if (c >= 0xC2 && c <= 0xDF)
-		n = 2;
-	else if (c >= 0xE0 && c <= 0xEF) {
-		n = 3;
-		if (c == 0xE0)
-			lo = 0xA0;
-		else if (c == 0xED)
-			hi = 0x9F;
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		n = 4;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F;
-	} else
-		return 0;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if (s[i] < 0x80 || s[i] > 0xBF)
-			return 0;
-	return n;
-}
-
-/* Write S as the inside of a JSON string. */
-static void json_str(FILE *out, const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	while (*p) {
-		size_t n = utf8_len(p);
-		if (n == 0) {
-			fputs("\\ufffd", out);
-			p++;
-			continue;
-		}
-		if (n > 1) {
-			fwrite(p, 1, n, out);
-			p += n;
-			continue;
-		}
-		switch (*p) {
-		case '"':
-			fputs("\\\"", out);
-			break;
-		case '\\':
-			fputs("\\\\", out);
-			break;
-		case '\n':
-			fputs("\\n", out);
-			break;
-		case '\r':
-			fputs("\\r", out);
-			break;
-		case '\t':
-			fputs("\\t", out);
-			break;
-		default:
-			if (*p < 0x20 || *p == 0x7f)
-				fprintf(out, "\\u%04x", *p);
-			else
-				fputc(*p, out);
-		}
-		p++;
-	}
-}
-
 /* Write S for a text line: control characters and invalid UTF-8 as C
  * escapes; with QUOTED, also '"' and '\\' (the caller adds the quotes). */
 static void text_str(FILE *out, const char *s, bool quoted)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	while (*p) {
-		size_t n = utf8_len(p);
+		size_t n = cf_utf8_len(p);
 		if (n > 1) {
 			fwrite(p, 1, n, out);
 			p += n;
@@ -191,33 +118,7 @@ static void print_text(const coffer_event *ev)
 
 static void print_json(const coffer_event *ev)
 {
-	char when[CF_TIME_BUF];
-	const struct coffer_event_info *info = coffer_event_info_get(ev->id);
-	const char *sname = coffer_severity_name(ev->severity);
-	printf("{\"time\":\"%s\",\"time_us\":%lld,\"seq\":%llu,\"id\":%d,\"name\":",
-	       cf_time_format(ev->time_us, when, sizeof when), (long long)ev->time_us,
-	       (unsigned long long)ev->seq, ev->id);
-	if (info != NULL)
-		printf("\"%s\"", info->name);
-	else
-		fputs("null", stdout);
-	if (sname != NULL)
-		printf(",\"severity\":\"%s\"", sname);
-	else
-		printf(",\"severity\":\"sev%d\"", ev->severity);
-	fputs(",\"source\":\"", stdout);
-	json_str(stdout, ev->source);
-	fputs("\",\"message\":\"", stdout);
-	json_str(stdout, ev->message);
-	fputs("\",\"fields\":{", stdout);
-	for (size_t i = 0; i < ev->nfields; i++) {
-		fputs(i ? ",\"" : "\"", stdout);
-		json_str(stdout, ev->fields[i].key);
-		fputs("\":\"", stdout);
-		json_str(stdout, ev->fields[i].value);
-		fputc('"', stdout);
-	}
-	fputs("}}\n", stdout);
+	cf_event_json(cf_sink_file, stdout, ev);
 }
 
 static bool event_wanted(const struct listing *l, const coffer_event *ev)

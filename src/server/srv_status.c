@@ -33,6 +33,7 @@
 
 #include "common/catalog.h"
 #include "common/err.h"
+#include "common/json.h"
 #include "common/timefmt.h"
 #include "server/srv_cmds.h"
 
@@ -80,29 +81,6 @@ static void tb_add(struct tbuf *b, const void *p, size_t n)
 static void tb_puts(struct tbuf *b, const char *s)
 {
 	tb_add(b, s, strlen(s));
-}
-
-static void tb_printf(struct tbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tb_printf(struct tbuf *b, const char *fmt, ...)
-{
-	char small[512];
-	va_list ap;
-	va_start(ap, fmt);
-	int k = vsnprintf(small, sizeof small, fmt, ap);
-	va_end(ap);
-	if (k < 0)
-		return;
-	if ((size_t)k < sizeof small) {
-		tb_add(b, small, (size_t)k);
-		return;
-	}
-	tb_reserve(b, (size_t)k + 1);
-	if (b->oom)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(b->p + b->len, (size_t)k + 1, fmt, ap);
-	va_end(ap);
-	b->len += (size_t)k;
 }
 
 /* ---- COFFER.STATUS ---- */
@@ -224,111 +202,16 @@ CMD_FN(cmd_coffer_status)
 	r_bulk_ref(r, b.p ? b.p : "", b.len, b.p);
 }
 
-/* ---- COFFER.EVENTS: the JSON formatting (a copy of src/cli/cmd_events.c) ---- */
+/* ---- COFFER.EVENTS: each event in the JSON form of coffer events --json ---- */
 
-/* Length of the valid UTF-8 sequence at S (1..4), or 0 if it is not one. */
-static size_t utf8_len(const unsigned char *s)
+static void tb_sink(void *arg, const void *p, size_t n)
 {
-	unsigned char c = s[0];
-	if (c < 0x80)
-		return 1;
-	size_t n;
-	unsigned char lo = 0x80, hi = 0xBF;
-	if (c >= 0xC2 && c <= 0xDF)
-		n = 2;
-	else if (c >= 0xE0 && c <= 0xEF) {
-		n = 3;
-		if (c == 0xE0)
-			lo = 0xA0;
-		else if (c == 0xED)
-			hi = 0x9F;
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		n = 4;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F;
-	} else
-		return 0;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if (s[i] < 0x80 || s[i] > 0xBF)
-			return 0;
-	return n;
-}
-
-/* S as the inside of a JSON string. */
-static void json_str(struct tbuf *b, const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	while (*p) {
-		size_t n = utf8_len(p);
-		if (n == 0) {
-			tb_puts(b, "\\ufffd");
-			p++;
-			continue;
-		}
-		if (n > 1) {
-			tb_add(b, p, n);
-			p += n;
-			continue;
-		}
-		switch (*p) {
-		case '"':
-			tb_puts(b, "\\\"");
-			break;
-		case '\\':
-			tb_puts(b, "\\\\");
-			break;
-		case '\n':
-			tb_puts(b, "\\n");
-			break;
-		case '\r':
-			tb_puts(b, "\\r");
-			break;
-		case '\t':
-			tb_puts(b, "\\t");
-			break;
-		default:
-			if (*p < 0x20 || *p == 0x7f)
-				tb_printf(b, "\\u%04x", *p);
-			else
-				tb_add(b, p, 1);
-		}
-		p++;
-	}
+	tb_add(arg, p, n);
 }
 
 static void event_json(struct tbuf *b, const coffer_event *ev)
 {
-	char when[CF_TIME_BUF];
-	const struct coffer_event_info *info = coffer_event_info_get(ev->id);
-	const char *sname = coffer_severity_name(ev->severity);
-	tb_printf(b, "{\"time\":\"%s\",\"time_us\":%lld,\"seq\":%llu,\"id\":%d,\"name\":",
-		  cf_time_format(ev->time_us, when, sizeof when), (long long)ev->time_us,
-		  (unsigned long long)ev->seq, ev->id);
-	if (info != NULL)
-		tb_printf(b, "\"%s\"", info->name);
-	else
-		tb_puts(b, "null");
-	if (sname != NULL)
-		tb_printf(b, ",\"severity\":\"%s\"", sname);
-	else
-		tb_printf(b, ",\"severity\":\"sev%d\"", ev->severity);
-	tb_puts(b, ",\"source\":\"");
-	json_str(b, ev->source);
-	tb_puts(b, "\",\"message\":\"");
-	json_str(b, ev->message);
-	tb_puts(b, "\",\"fields\":{");
-	for (size_t i = 0; i < ev->nfields; i++) {
-		tb_puts(b, i ? ",\"" : "\"");
-		json_str(b, ev->fields[i].key);
-		tb_puts(b, "\":\"");
-		json_str(b, ev->fields[i].value);
-		tb_add(b, "\"", 1);
-	}
-	tb_puts(b, "}}\n");
+	cf_event_json(tb_sink, b, ev);
 }
 
 /* ---- COFFER.EVENTS: the newest events that match, in a ring ---- */

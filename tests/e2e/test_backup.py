@@ -255,3 +255,18 @@ def test_bad_page_fails_backup_and_store_keeps_serving(coffer_bin, server, work)
     assert server.redis().ping()  # the server is up; pages other than 5 still serve
     ev = ok(coffer(coffer_bin, "events", "--data", server.data, "--id", "1100")).stdout
     assert "page 5" in ev
+
+
+def test_json_summary_of_an_odd_set_name(coffer_bin, server, work):
+    """--json stays JSON whatever the set's path holds: quotes, a backslash,
+    a tab and non-UTF-8 bytes are escaped (U+FFFD for the latter)."""
+    load(server, 100, "j")
+    name = 'odd "name" \\ with\ttab \xff.cbk'
+    out = os.path.join(work, name)
+    p = subprocess.run([coffer_bin, "--server", "unix:" + server.sock, "backup", "-o",
+                        os.fsencode(out.replace("\xff", "")) + b"\xff", "--json"],
+                       capture_output=True, timeout=120 * SLOW)
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout)
+    assert summary["set"] == out.replace("\xff", "") + "\ufffd", summary
+    assert summary["outcome"] == "confirmed" and summary["type"] == "full", summary
