@@ -231,10 +231,8 @@ def write_report(path, a, faults, fuzz, fuzz_path, records, cases, secs, commit)
         notes = []
         if "bounded_by" in r:
             notes.append("bounded by %s only" % r["bounded_by"])
-        if r.get("idle_timeout", 0) is None:
-            notes.append("no idle timeout")
-        if r.get("handshake_timeout", 0) is None:
-            notes.append("no handshake timeout (%s of 3 still open after 2 s)" % r.get("held_open_after_2s"))
+        if "deadline" in r:
+            notes.append(r["deadline"])
         if "worst_ping_s" in r:
             notes.append("worst PING beside it %.3f s" % r["worst_ping_s"])
         L.append("| %s | %s | %s | %s |" % (md_escape(r["input"]), "yes" if r.get("refused") else "**no**",

@@ -5,6 +5,7 @@
  *           [--tls-cert FILE --tls-key FILE] [--password-file FILE]
  *           [--backup-group NAME] [--workers N] [--max-clients N]
  *           [--max-bulk-length SIZE] [--max-output-buffer SIZE]
+ *           [--handshake-timeout S] [--request-timeout S] [--timeout S]
  *
  * Runs in the foreground. Start: create/lock DIR, open the event log, open
  * the store (crash recovery runs there, with its own event), open the
@@ -56,7 +57,10 @@ static const char usage_text[] =
 	"               [--tls-cert FILE --tls-key FILE] [--password-file FILE]\n"
 	"               [--backup-group NAME] [--workers N] [--max-clients N]\n"
 	"               [--max-bulk-length SIZE] [--max-output-buffer SIZE]\n"
+	"               [--handshake-timeout S] [--request-timeout S] [--timeout S]\n"
 	"  ADDR is unix:PATH or HOST:PORT; default unix:DIR/cofferd.sock\n"
+	"  deadlines in seconds, 0 for none: TLS handshake and AUTH (default 10), one\n"
+	"  command being received (default 60, +1 s per 64 KiB), idle client (default 0)\n"
 	"  runs in the foreground; SIGTERM or SIGINT: clean shutdown\n"
 	"  without a password, TCP is accepted from loopback only; the backup-operators\n"
 	"  group (default coffer-backup) may back up and read events over a Unix socket\n";
@@ -134,6 +138,22 @@ static int apply_key(struct config *c, const char *key, const char *v)
 			c->lim.workers = (unsigned)num;
 		else
 			c->lim.max_clients = num;
+		return COFFER_OK;
+	}
+	if (strcmp(key, "handshake-timeout") == 0 || strcmp(key, "request-timeout") == 0 ||
+	    strcmp(key, "timeout") == 0) {
+		char *end;
+		errno = 0;
+		unsigned long num = strtoul(v, &end, 10);
+		if (errno || *end || end == v || v[0] == '-' || num > SRV_MAX_TIMEOUT)
+			return CF_ERROR(COFFER_E_CONFIG, NULL, "%s must be a number of seconds 0..%u (0: none), not '%s'",
+					key, SRV_MAX_TIMEOUT, v);
+		if (key[0] == 'h')
+			c->lim.handshake_timeout = (unsigned)num;
+		else if (key[0] == 'r')
+			c->lim.request_timeout = (unsigned)num;
+		else
+			c->lim.idle_timeout = (unsigned)num;
 		return COFFER_OK;
 	}
 	if (strcmp(key, "max-bulk-length") == 0 || strcmp(key, "max-output-buffer") == 0) {
@@ -223,6 +243,9 @@ static int parse_args(struct config *c, int argc, char **argv)
 		{"max-clients", required_argument, NULL, 'M'},
 		{"max-bulk-length", required_argument, NULL, 'B'},
 		{"max-output-buffer", required_argument, NULL, 'O'},
+		{"handshake-timeout", required_argument, NULL, 'H'},
+		{"request-timeout", required_argument, NULL, 'R'},
+		{"timeout", required_argument, NULL, 't'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -255,6 +278,9 @@ static int parse_args(struct config *c, int argc, char **argv)
 		case 'M': CF_RET(apply_key(c, "max-clients", optarg)); break;
 		case 'B': CF_RET(apply_key(c, "max-bulk-length", optarg)); break;
 		case 'O': CF_RET(apply_key(c, "max-output-buffer", optarg)); break;
+		case 'H': CF_RET(apply_key(c, "handshake-timeout", optarg)); break;
+		case 'R': CF_RET(apply_key(c, "request-timeout", optarg)); break;
+		case 't': CF_RET(apply_key(c, "timeout", optarg)); break;
 		case 'h':
 			fputs(usage_text, stdout);
 			exit(0);
@@ -347,9 +373,16 @@ int main(int argc, char **argv)
 	struct srv *srv = NULL;
 	struct srv_config scfg;
 	char *password = NULL;
-	cfg.lim = (struct srv_limits){SRV_DEFAULT_MAX_CLIENTS, SRV_DEFAULT_MAX_BULK, SRV_DEFAULT_MAX_ARGS,
-				      SRV_DEFAULT_MAX_INLINE, SRV_DEFAULT_MAX_QUERY, SRV_DEFAULT_MAX_OUTPUT,
-				      SRV_DEFAULT_WORKERS};
+	cfg.lim = (struct srv_limits){.max_clients = SRV_DEFAULT_MAX_CLIENTS,
+				      .max_bulk = SRV_DEFAULT_MAX_BULK,
+				      .max_args = SRV_DEFAULT_MAX_ARGS,
+				      .max_inline = SRV_DEFAULT_MAX_INLINE,
+				      .max_query = SRV_DEFAULT_MAX_QUERY,
+				      .max_output = SRV_DEFAULT_MAX_OUTPUT,
+				      .workers = SRV_DEFAULT_WORKERS,
+				      .handshake_timeout = SRV_DEFAULT_HANDSHAKE_TIMEOUT,
+				      .request_timeout = SRV_DEFAULT_REQUEST_TIMEOUT,
+				      .idle_timeout = SRV_DEFAULT_IDLE_TIMEOUT};
 	int rc = parse_args(&cfg, argc, argv);
 	if (rc) {
 		rc = fail(NULL, rc);

@@ -56,6 +56,10 @@ struct srv_limits {
 	size_t max_query;    /* all arguments of one command together */
 	size_t max_output;   /* replies waiting to be sent to one client */
 	unsigned workers;    /* worker threads */
+	/* Deadlines in seconds (0: none), enforced by srv_loop.c's sweep: */
+	unsigned handshake_timeout; /* TLS handshake and AUTH, from the connect */
+	unsigned request_timeout;   /* one command being received (authenticated) */
+	unsigned idle_timeout;      /* nothing read or sent (authenticated; Redis's timeout) */
 };
 
 #define SRV_DEFAULT_MAX_CLIENTS 10000u
@@ -65,6 +69,13 @@ struct srv_limits {
 #define SRV_DEFAULT_MAX_QUERY ((size_t)1 << 30)
 #define SRV_DEFAULT_MAX_OUTPUT ((size_t)1 << 30)
 #define SRV_DEFAULT_WORKERS 16u
+#define SRV_DEFAULT_HANDSHAKE_TIMEOUT 10u
+#define SRV_DEFAULT_REQUEST_TIMEOUT 60u
+#define SRV_DEFAULT_IDLE_TIMEOUT 0u
+#define SRV_MAX_TIMEOUT 31536000u /* a year */
+/* A command being received earns one more second per this many bytes
+ * (a large value over a slow link is not a slowloris). */
+#define SRV_REQUEST_MIN_RATE ((size_t)64 << 10)
 /* Before AUTH on a connection that needs it (Redis does the same). */
 #define SRV_UNAUTH_MAX_ARGS 10u
 #define SRV_UNAUTH_MAX_BULK ((size_t)16 << 10)
@@ -197,6 +208,8 @@ struct parse_limits {
 	size_t max_bulk, max_args, max_inline, max_query;
 };
 
+/* Whether the parser is in the middle of a command. */
+int resp_partial(const struct parser *ps);
 /* Parse from IB: RESP_CMD with *out set (a complete command), RESP_MORE
  * when more input is needed, RESP_ERROR with ps->err / ps->err_code set
  * (the connection must be closed after the error is sent). */
@@ -243,6 +256,11 @@ struct conn {
 	char *perr;          /* protocol error line, sent after the pending replies */
 	size_t perr_len;
 	int64_t close_deadline_us; /* monotonic; 0: none */
+	/* Deadlines (monotonic; see "Deadlines" in srv_loop.c). */
+	int64_t hs_deadline_us;  /* handshake (TLS, AUTH) done by then; 0: none */
+	int64_t active_us;       /* last byte received or sent */
+	int64_t req_start_us;    /* a command is partly received since; 0: none */
+	size_t req_bytes;        /* bytes received for it */
 
 	/* Command half: the loop while idle, the job's worker while busy. */
 	int proto;           /* 2 or 3 */
@@ -284,7 +302,7 @@ void job_free(struct job *j);
 /* ---- the server ---- */
 
 struct srv_stats {
-	atomic_uint_fast64_t conns_total, conns_rejected, commands, net_in, net_out;
+	atomic_uint_fast64_t conns_total, conns_rejected, conns_timed_out, commands, net_in, net_out;
 	atomic_uint_fast64_t hits, misses, write_txns, write_jobs, read_jobs;
 	atomic_uint_fast64_t errors[256];        /* by COFFER_E_ code */
 	atomic_uint_fast64_t err_prefix[8];       /* by reply prefix, see srv_cmd.c */

@@ -952,6 +952,7 @@ static size_t config_values(struct srv *s, struct cfgval *v, size_t cap)
 	CV("cluster-enabled", "no");
 	CV("databases", "1");
 	CV("dir", "%s", cfg->data_dir);
+	CV("handshake-timeout", "%u", cfg->lim.handshake_timeout); /* Coffer's own */
 	CV("io-threads", "1");
 	CV("maxclients", "%zu", s->max_clients);
 	CV("maxmemory", "0");
@@ -959,9 +960,10 @@ static size_t config_values(struct srv *s, struct cfgval *v, size_t cap)
 	CV("port", "%d", s->tcp_port);
 	CV("proto-max-bulk-len", "%zu", cfg->lim.max_bulk);
 	CV("protected-mode", "%s", cfg->password ? "no" : "yes");
+	CV("request-timeout", "%u", cfg->lim.request_timeout); /* Coffer's own */
 	CV("save", "%s", "");
 	CV("tcp-keepalive", "300");
-	CV("timeout", "0");
+	CV("timeout", "%u", cfg->lim.idle_timeout);
 	CV("tls-port", "%d", s->tls ? s->tcp_port : 0);
 	CV("unixsocket", "%s", s->unix_path);
 	CV("unixsocketperm", "660");
@@ -1149,12 +1151,14 @@ static CMD_FN(cmd_info)
 		SECTION("Stats");
 		sb_printf(&b,
 			  "total_connections_received:%llu\r\ntotal_commands_processed:%llu\r\n"
-			  "rejected_connections:%llu\r\ntotal_net_input_bytes:%llu\r\n"
+			  "rejected_connections:%llu\r\ntimedout_connections:%llu\r\n"
+			  "total_net_input_bytes:%llu\r\n"
 			  "total_net_output_bytes:%llu\r\nkeyspace_hits:%llu\r\nkeyspace_misses:%llu\r\n"
 			  "write_transactions:%llu\r\nwrite_batches:%llu\r\nread_batches:%llu\r\n",
 			  (unsigned long long)atomic_load(&s->st.conns_total),
 			  (unsigned long long)atomic_load(&s->st.commands),
 			  (unsigned long long)atomic_load(&s->st.conns_rejected),
+			  (unsigned long long)atomic_load(&s->st.conns_timed_out),
 			  (unsigned long long)atomic_load(&s->st.net_in),
 			  (unsigned long long)atomic_load(&s->st.net_out),
 			  (unsigned long long)atomic_load(&s->st.hits),

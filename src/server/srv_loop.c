@@ -25,6 +25,34 @@
  *             an I/O error, or shutdown. A busy connection is only marked
  *             dead; it is freed when its job comes back.
  *
+ * Deadlines (struct srv_limits, cofferd --handshake-timeout, --request-timeout,
+ * --timeout). A connection has three fields, set in O(1) where it reads or
+ * sends, and a sweep (check_deadlines) walks the connections when the
+ * earliest deadline it saw last time has come, at least every SWEEP_MAX_US
+ * and at most every SWEEP_MIN_US; the loop's epoll timeout is the time to
+ * that sweep. A connection with a job in flight, or closing, is never cut.
+ *
+ *   handshake  a TCP connection with TLS or a password must finish the TLS
+ *              handshake and AUTH within handshake_timeout of the connect
+ *              (absolute: trickling bytes does not extend it, and before
+ *              AUTH every request is small, see SRV_UNAUTH_*)
+ *   request    once authenticated, a command partly received must be
+ *              complete within request_timeout of its first byte, plus one
+ *              second per SRV_REQUEST_MIN_RATE bytes received (a slowloris
+ *              is cut, a large value over a slow link is not); the clock
+ *              restarts while we, not the peer, hold the connection up (a
+ *              job in flight, replies not yet read, commands waiting)
+ *   idle       once authenticated, nothing received and nothing sent for
+ *              idle_timeout (Redis's `timeout`; default 0: never)
+ *
+ * A closed connection is event 1013 (PEER, REASON: handshake, auth,
+ * request or idle; srv_event_async limits them to 10 a second). A peer
+ * that can still read a line (no TLS, or the handshake done) gets
+ * "-ERR ... (COFFER_E_TIMEOUT)" first, except at the idle timeout, which
+ * closes quietly as Redis does (a client library reconnects). Backup
+ * sessions have left the loop (conn_detach): none of this applies to them;
+ * their stream's own timeout (no progress for 60 s) finds a vanished client.
+ *
  * Shutdown (srv_loop_stop): close the listeners and remove their sockets;
  * connections with a job in flight get its replies, pending commands get
  * one "server is shutting down" error; every connection is closed once its
@@ -63,6 +91,8 @@
 #define CLOSE_GRACE_US (10 * 1000000LL)
 #define REJECT_GRACE_US (5 * 1000000LL)
 #define LINGER_US (2 * 1000000LL)
+#define SWEEP_MAX_US (1000000LL)
+#define SWEEP_MIN_US (50 * 1000LL)
 
 struct listener {
 	int fd;
@@ -93,6 +123,9 @@ struct srv_loop {
 	int64_t stop_deadline;
 	uint64_t next_id;
 	struct parse_limits lim, lim_unauth;
+	int64_t now_us;        /* monotonic, when the current round of events began */
+	int64_t next_sweep_us; /* check_deadlines runs then */
+	int64_t hs_us, req_us, idle_us; /* the deadlines (0: none) */
 };
 
 static void conn_pump(struct srv_loop *L, struct conn *c);
@@ -354,6 +387,11 @@ int srv_loop_open(struct srv *s)
 	L->lim = (struct parse_limits){lim->max_bulk, lim->max_args, lim->max_inline, lim->max_query};
 	L->lim_unauth = (struct parse_limits){SRV_UNAUTH_MAX_BULK, SRV_UNAUTH_MAX_ARGS, lim->max_inline,
 					      SRV_UNAUTH_MAX_BULK * SRV_UNAUTH_MAX_ARGS};
+	L->hs_us = (int64_t)lim->handshake_timeout * 1000000;
+	L->req_us = (int64_t)lim->request_timeout * 1000000;
+	L->idle_us = (int64_t)lim->idle_timeout * 1000000;
+	L->now_us = srv_mono_us();
+	L->next_sweep_us = L->now_us + SWEEP_MAX_US;
 	int rc = COFFER_OK;
 	if (s->cfg->tls_cert)
 		CF_GO(rc, tls_open(s));
@@ -546,6 +584,7 @@ static void new_conn(struct srv_loop *L, struct listener *l, int fd, struct sock
 	c->lst = l;
 	c->proto = 2;
 	c->created_us = c->last_cmd_us = srv_now_us();
+	c->active_us = L->now_us;
 	c->writable = 1;
 	snprintf(c->last_cmd, sizeof c->last_cmd, "NULL");
 	atomic_fetch_add(&s->st.conns_total, 1);
@@ -597,6 +636,8 @@ static void new_conn(struct srv_loop *L, struct listener *l, int fd, struct sock
 			SSL_set_accept_state(c->ssl);
 			c->readable = 1;
 		}
+		if ((c->ssl || !c->authed) && L->hs_us)
+			c->hs_deadline_us = L->now_us + L->hs_us;
 	}
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET};
 	ev.data.ptr = c;
@@ -757,6 +798,8 @@ static int conn_flush(struct srv_loop *L, struct conn *c)
 			sent = (size_t)k;
 		}
 		atomic_fetch_add_explicit(&L->s->st.net_out, sent, memory_order_relaxed);
+		if (sent)
+			c->active_us = L->now_us;
 		out_consume(c, sent);
 	}
 	if (c->out.head == NULL)
@@ -783,6 +826,7 @@ static void protocol_error(struct srv_loop *L, struct conn *c)
 /* Parse what the input buffer holds into the pending list. */
 static int parse_input(struct srv_loop *L, struct conn *c)
 {
+	int got = 0;
 	while (!c->parse_stop && c->npend < SRV_BATCH_CMDS && c->pend_bytes < SRV_BATCH_BYTES) {
 		struct cmd *cmd = NULL;
 		int rc = resp_parse(&c->ps, &c->in, c->authed ? &L->lim : &L->lim_unauth, &cmd);
@@ -801,11 +845,20 @@ static int parse_input(struct srv_loop *L, struct conn *c)
 		c->pend_tail = cmd;
 		c->npend++;
 		c->pend_bytes += cmd->bytes;
+		got = 1;
 		if (!c->authed)
 			c->parse_stop = 1; /* AUTH first: it changes the limits */
 	}
 	if (c->in.r == c->in.w)
 		c->in.r = c->in.w = 0;
+	/* The request deadline: a command begun and not complete (bytes not
+	 * parsed yet, or the parser inside a command). */
+	if (c->in.r == c->in.w && !resp_partial(&c->ps)) {
+		c->req_start_us = 0;
+	} else if (got || c->req_start_us == 0) {
+		c->req_start_us = L->now_us;
+		c->req_bytes = 0;
+	}
 	return 0;
 }
 
@@ -867,6 +920,8 @@ static int conn_read(struct srv_loop *L, struct conn *c)
 			if ((size_t)k < n && c->ssl == NULL && !c->hup)
 				c->readable = 0;
 			atomic_fetch_add_explicit(&L->s->st.net_in, (size_t)k, memory_order_relaxed);
+			c->active_us = L->now_us;
+			c->req_bytes += (size_t)k;
 			if (big)
 				resp_big_received(&c->ps, (size_t)k);
 			else
@@ -1201,6 +1256,12 @@ static void job_back(struct srv_loop *L, struct job *j)
 	struct conn *c = j->c;
 	L->inflight--;
 	c->busy = 0;
+	/* The peer waited for us: its clocks start again. */
+	c->active_us = L->now_us;
+	if (c->req_start_us) {
+		c->req_start_us = L->now_us;
+		c->req_bytes = 0;
+	}
 	if (c->dead) {
 		job_free(j);
 		conn_bury(L, c);
@@ -1294,26 +1355,122 @@ static void begin_stop(struct srv_loop *L)
 	}
 }
 
+/* ---- deadlines (see the top of this file) ---- */
+
+enum { TO_HANDSHAKE, TO_AUTH, TO_REQUEST, TO_IDLE };
+
+/* The deadline that applies to C now (0: none), and which one. */
+static int64_t conn_deadline(struct srv_loop *L, struct conn *c, int *why)
+{
+	if (c->dead || c->busy || c->closing || c->lingering || c->detach || c->eof || c->reject)
+		return 0;
+	if (c->hs_deadline_us) {
+		int tls_done = c->ssl == NULL || SSL_is_init_finished(c->ssl);
+		if (!tls_done || !c->authed) {
+			*why = tls_done ? TO_AUTH : TO_HANDSHAKE;
+			return c->hs_deadline_us;
+		}
+		c->hs_deadline_us = 0; /* done: the other deadlines apply from now on */
+	}
+	int64_t d = 0;
+	if (c->req_start_us && L->req_us) {
+		if (c->npend || out_left(c) >= SRV_OUT_SOFT) {
+			/* We hold it up (replies not read yet, commands waiting):
+			 * not the peer's time. */
+			c->req_start_us = L->now_us;
+			c->req_bytes = 0;
+		}
+		d = c->req_start_us + L->req_us + (int64_t)(c->req_bytes / SRV_REQUEST_MIN_RATE) * 1000000;
+		*why = TO_REQUEST;
+	}
+	if (L->idle_us && (d == 0 || c->active_us + L->idle_us < d)) {
+		d = c->active_us + L->idle_us;
+		*why = TO_IDLE;
+	}
+	return d;
+}
+
+/* C missed deadline WHY (due at D): log it, and close C. */
+static void conn_expire(struct srv_loop *L, struct conn *c, int why, int64_t d)
+{
+	static const char *const reason[] = {"handshake", "auth", "request", "idle"};
+	const struct srv_limits *lim = &L->s->cfg->lim;
+	char what[256], line[512];
+	size_t n = 0;
+	switch (why) {
+	case TO_HANDSHAKE:
+		snprintf(what, sizeof what, "did not complete the TLS handshake within %u s of connecting",
+			 lim->handshake_timeout);
+		break;
+	case TO_AUTH:
+		snprintf(what, sizeof what, "did not authenticate (AUTH) within %u s of connecting",
+			 lim->handshake_timeout);
+		n = resp_error_line(line, sizeof line, NULL, COFFER_E_TIMEOUT,
+				    "no AUTH within %u s of connecting (cofferd --handshake-timeout); closing the "
+				    "connection",
+				    lim->handshake_timeout);
+		break;
+	case TO_REQUEST: {
+		long long allowed = (long long)((d - c->req_start_us + 999999) / 1000000);
+		snprintf(what, sizeof what, "did not finish sending a command within %lld s (%zu bytes of it received)",
+			 allowed, c->req_bytes);
+		n = resp_error_line(line, sizeof line, NULL, COFFER_E_TIMEOUT,
+				    "the command was not received completely within %lld s (cofferd "
+				    "--request-timeout); closing the connection",
+				    allowed);
+		break;
+	}
+	default:
+		snprintf(what, sizeof what, "was idle for %u s", lim->idle_timeout);
+		break;
+	}
+	srv_event_async(L->s, COFFER_EV_CLIENT_TIMEOUT, "PEER", c->peer, "REASON", reason[why],
+			"%s %s; connection closed", c->peer, what);
+	atomic_fetch_add(&L->s->st.conns_timed_out, 1);
+	c->parse_stop = 1; /* nothing more from this peer */
+	if (n == 0) {
+		conn_close(L, c);
+		return;
+	}
+	conn_fail(c, line, n);
+	conn_pump(L, c);
+}
+
 static void check_deadlines(struct srv_loop *L)
 {
-	int64_t now = srv_mono_us();
+	int64_t now = L->now_us;
 	int force = L->stopping && now >= L->stop_deadline;
+	int64_t next = now + SWEEP_MAX_US;
 	struct conn *c = L->conns;
 	while (c) {
 		struct conn *n = c->next;
+		int why = 0;
+		int64_t d;
 		if (force || (c->closing && c->close_deadline_us && now >= c->close_deadline_us))
 			conn_close(L, c);
+		else if (!L->stopping && (d = conn_deadline(L, c, &why)) != 0) {
+			if (now >= d)
+				conn_expire(L, c, why, d);
+			else if (d < next)
+				next = d;
+		}
 		c = n;
 	}
+	L->next_sweep_us = next > now + SWEEP_MIN_US ? next : now + SWEEP_MIN_US;
 }
 
 static void *loop_main(void *arg)
 {
 	struct srv_loop *L = arg;
 	struct epoll_event evs[256];
-	int64_t last_tick = srv_mono_us();
 	for (;;) {
-		int n = epoll_wait(L->epfd, evs, 256, L->stopping ? 100 : 1000);
+		int wait_ms = 100;
+		if (!L->stopping) {
+			int64_t w = L->next_sweep_us - srv_mono_us();
+			wait_ms = w <= 0 ? 0 : w >= SWEEP_MAX_US ? (int)(SWEEP_MAX_US / 1000) : (int)((w + 999) / 1000);
+		}
+		int n = epoll_wait(L->epfd, evs, 256, wait_ms);
+		L->now_us = srv_mono_us();
 		for (int i = 0; i < n; i++) {
 			void *p = evs[i].data.ptr;
 			uint32_t e = evs[i].events;
@@ -1347,11 +1504,9 @@ static void *loop_main(void *arg)
 			take_done(L);
 		submit_round(L);
 		free_grave(L);
-		int64_t now = srv_mono_us();
-		if (L->stopping || now - last_tick >= 1000000) {
-			last_tick = now;
+		L->now_us = srv_mono_us();
+		if (L->stopping || L->now_us >= L->next_sweep_us)
 			check_deadlines(L);
-		}
 		if (L->stopping && L->nconns == 0 && L->inflight == 0)
 			break;
 	}

@@ -615,6 +615,11 @@ out:
 	return RESP_CMD;
 }
 
+int resp_partial(const struct parser *ps)
+{
+	return ps->state != PS_START;
+}
+
 int resp_parse(struct parser *ps, struct ibuf *ib, const struct parse_limits *lim, struct cmd **out)
 {
 	for (;;) {

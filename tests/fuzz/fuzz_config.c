@@ -30,9 +30,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fz_write_file(path, data, size);
 
 	struct config cfg = {0};
-	cfg.lim = (struct srv_limits){SRV_DEFAULT_MAX_CLIENTS, SRV_DEFAULT_MAX_BULK, SRV_DEFAULT_MAX_ARGS,
-				      SRV_DEFAULT_MAX_INLINE, SRV_DEFAULT_MAX_QUERY, SRV_DEFAULT_MAX_OUTPUT,
-				      SRV_DEFAULT_WORKERS};
+	cfg.lim = (struct srv_limits){SRV_DEFAULT_MAX_CLIENTS,       SRV_DEFAULT_MAX_BULK,
+				      SRV_DEFAULT_MAX_ARGS,          SRV_DEFAULT_MAX_INLINE,
+				      SRV_DEFAULT_MAX_QUERY,         SRV_DEFAULT_MAX_OUTPUT,
+				      SRV_DEFAULT_WORKERS,           SRV_DEFAULT_HANDSHAKE_TIMEOUT,
+				      SRV_DEFAULT_REQUEST_TIMEOUT,   SRV_DEFAULT_IDLE_TIMEOUT};
 	static char a0[] = "cofferd", a1[] = "--config", a3[] = "--data", a4[] = "/nonexistent/fuzz";
 	char *argv[] = {a0, a1, path, a3, a4, NULL};
 	optind = 0; /* restart getopt_long */

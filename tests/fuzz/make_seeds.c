@@ -493,6 +493,7 @@ static void seeds_config(void)
 	TEXT("config", "no-section", "data=/tmp/x\ncircular-logging=no\nworkers=1\n");
 	TEXT("config", "bad", "[other]\nkey = value\n");
 	TEXT("config", "limits", "[cofferd]\nmax-bulk-length = 2G\nmax-output-buffer = 64K\n");
+	TEXT("config", "timeouts", "[cofferd]\nhandshake-timeout = 5\nrequest-timeout = 0\ntimeout = 300\n");
 }
 
 int main(int argc, char **argv)
