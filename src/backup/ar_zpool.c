@@ -77,8 +77,12 @@ struct ar_zpool {
 	int halted;           /* the writer emits nothing more */
 	int emitting;         /* the writer is inside EMIT */
 	pthread_mutex_t mu;
-	pthread_cond_t work;  /* to the threads */
-	pthread_cond_t done;  /* to the producer */
+	/* Each waits on its own condition, so that a block's progress wakes
+	 * only the thread it concerns (signals without a waiter cost nothing). */
+	pthread_cond_t work;  /* to the workers: a block is READY */
+	pthread_cond_t shac;  /* to the SHA thread: a block was submitted */
+	pthread_cond_t wrc;   /* to the writer: a block is DONE */
+	pthread_cond_t done;  /* to the producer (and halt): a block was hashed or written */
 	int rc;               /* sticky: the first failure */
 	coffer_error err;     /* its detail */
 };
@@ -113,7 +117,6 @@ static void pool_fail(struct ar_zpool *p, int rc)
 	}
 	p->halted = 1;
 	pthread_cond_broadcast(&p->done);
-	pthread_cond_broadcast(&p->work);
 }
 
 /* The sticky failure in the caller's thread (lock held). */
@@ -147,7 +150,7 @@ static void *worker_main(void *arg)
 		block_process(b, w->cctx, p->level);
 		pthread_mutex_lock(&p->mu);
 		b->state = S_DONE;
-		pthread_cond_broadcast(&p->work); /* the writer may be waiting for it */
+		pthread_cond_signal(&p->wrc); /* the writer may be waiting for it */
 	}
 	pthread_mutex_unlock(&p->mu);
 	return NULL;
@@ -159,7 +162,7 @@ static void *sha_main(void *arg)
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
 		while (!p->stop && p->hashed >= p->submitted)
-			pthread_cond_wait(&p->work, &p->mu);
+			pthread_cond_wait(&p->shac, &p->mu);
 		if (p->stop)
 			break;
 		struct ar_block *b = SLOT(p, p->hashed);
@@ -180,7 +183,7 @@ static void *writer_main(void *arg)
 	for (;;) {
 		while (!p->stop && (p->halted || p->written >= p->submitted ||
 				    SLOT(p, p->written)->state != S_DONE))
-			pthread_cond_wait(&p->work, &p->mu);
+			pthread_cond_wait(&p->wrc, &p->mu);
 		if (p->stop)
 			break;
 		struct ar_block *b = SLOT(p, p->written);
@@ -211,6 +214,8 @@ void ar_zpool_free(struct ar_zpool *p)
 	pthread_mutex_lock(&p->mu);
 	p->stop = 1;
 	pthread_cond_broadcast(&p->work);
+	pthread_cond_broadcast(&p->shac);
+	pthread_cond_broadcast(&p->wrc);
 	pthread_mutex_unlock(&p->mu);
 	for (int i = 0; i < p->started; i++)
 		pthread_join(p->workers[i].tid, NULL);
@@ -228,6 +233,8 @@ void ar_zpool_free(struct ar_zpool *p)
 	free(p->workers);
 	pthread_mutex_destroy(&p->mu);
 	pthread_cond_destroy(&p->work);
+	pthread_cond_destroy(&p->shac);
+	pthread_cond_destroy(&p->wrc);
 	pthread_cond_destroy(&p->done);
 	free(p);
 }
@@ -240,6 +247,8 @@ int ar_zpool_new(struct ar_zpool **out, int level, int threads, ar_sha *sha, ar_
 		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory for the compression pool");
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->work, NULL);
+	pthread_cond_init(&p->shac, NULL);
+	pthread_cond_init(&p->wrc, NULL);
 	pthread_cond_init(&p->done, NULL);
 	p->level = level;
 	p->emit = emit;
@@ -331,7 +340,8 @@ int ar_zpool_submit(struct ar_zpool *p, struct ar_block *b)
 	if (rc == 0) {
 		b->state = S_READY;
 		p->submitted++;
-		pthread_cond_broadcast(&p->work);
+		pthread_cond_signal(&p->work);
+		pthread_cond_signal(&p->shac);
 	}
 	pthread_mutex_unlock(&p->mu);
 	return rc;
@@ -355,7 +365,7 @@ void ar_zpool_halt(struct ar_zpool *p)
 		return;
 	pthread_mutex_lock(&p->mu);
 	p->halted = 1;
-	pthread_cond_broadcast(&p->work);
+	pthread_cond_broadcast(&p->wrc);
 	while (p->emitting)
 		pthread_cond_wait(&p->done, &p->mu);
 	pthread_mutex_unlock(&p->mu);
