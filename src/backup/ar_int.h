@@ -85,7 +85,7 @@ void ar_sha_update(ar_sha *s, const void *p, size_t n);
 void ar_sha_final(ar_sha *s, uint8_t out[32]);
 void ar_sha_free(ar_sha *s);
 
-/* ---- compression pool (ar_zpool.c) ---- */
+/* ---- block pipeline (ar_zpool.c) ---- */
 
 /* A block buffer: AR_REC_SIZE bytes of headroom before each payload so the
  * record header and its payload leave in one write. */
@@ -105,18 +105,40 @@ struct ar_block {
 #define AR_Z(b) ((b)->z + AR_REC_SIZE)
 
 struct ar_zpool;
-/* EMIT is called in the producer's thread, blocks in submission order. */
+/* EMIT is called on the pool's writer thread, blocks in submission order
+ * (an empty block is not emitted). It may raise an error (the thread's
+ * error record is kept and handed to the producer). */
 typedef int (*ar_emit_fn)(void *arg, struct ar_block *b);
-/* LEVEL 0: no threads, blocks are checksummed and emitted at submit. */
-int ar_zpool_new(struct ar_zpool **out, int level, int threads, ar_emit_fn emit, void *arg);
-/* A free block to fill (emitting finished blocks to make room). */
+/* Workers (XXH3, zstd at LEVEL != 0; THREADS of them, 0 = online CPUs; one
+ * at level 0), the SHA thread (feeding SHA in block order; NULL: none) and
+ * the writer thread. */
+int ar_zpool_new(struct ar_zpool **out, int level, int threads, ar_sha *sha, ar_emit_fn emit, void *arg);
+/* A free block to fill (waits for a slot). Blocks must be submitted in the
+ * order they were acquired, one acquired at a time. */
 int ar_zpool_acquire(struct ar_zpool *p, struct ar_block **b);
-/* Hand a filled block over; emits what is ready without waiting. */
+/* Hand a filled block over (raw_len 0: a placeholder, hashed and written as
+ * nothing). Returns a failure of the pipeline, if any. */
 int ar_zpool_submit(struct ar_zpool *p, struct ar_block *b);
-/* Wait for and emit every submitted block. */
+/* Wait until every submitted block has been hashed and emitted. */
 int ar_zpool_drain(struct ar_zpool *p);
-/* Stop the workers and free (submitted blocks are dropped). */
+/* Stop the writer for good, waiting for an emit in progress (before the
+ * output is removed after a failure). */
+void ar_zpool_halt(struct ar_zpool *p);
+/* Stop the threads and free (submitted blocks are dropped). */
 void ar_zpool_free(struct ar_zpool *p);
+
+/* ---- SHA-256 on its own thread (ar_digest.c), for the reader ---- */
+struct ar_sha_pipe;
+/* Hash on a thread into S (the caller's; reset/final only when idle). */
+int ar_sha_pipe_new(struct ar_sha_pipe **out, ar_sha *s);
+/* Queue N bytes at P (must stay valid until hashed); waits while the queue
+ * holds AR_SHA_PIPE_DEPTH buffers. Returns the buffer's sequence number. */
+#define AR_SHA_PIPE_DEPTH 4u
+uint64_t ar_sha_pipe_push(struct ar_sha_pipe *p, const void *buf, size_t n);
+/* Wait until buffers 0..SEQ-1 are hashed (SEQ = pushes so far: all). */
+void ar_sha_pipe_wait(struct ar_sha_pipe *p, uint64_t seq);
+uint64_t ar_sha_pipe_pushed(const struct ar_sha_pipe *p);
+void ar_sha_pipe_free(struct ar_sha_pipe *p);
 
 /* ---- output (ar_out.c) ---- */
 struct ar_out;
@@ -127,6 +149,10 @@ int ar_out_file_end(struct ar_out *o);
 /* Directory sets: start MANIFEST. */
 int ar_out_manifest_begin(struct ar_out *o);
 int ar_out_write(struct ar_out *o, const void *p, size_t n);
+/* Preallocate N bytes from the current offset of the current file (a hint:
+ * fallocate with FALLOC_FL_KEEP_SIZE; failures are ignored, the writes
+ * report a full disk). */
+void ar_out_reserve(struct ar_out *o, uint64_t n);
 /* Offset of the next byte in the current output file. */
 uint64_t ar_out_offset(const struct ar_out *o);
 uint64_t ar_out_bytes(const struct ar_out *o);

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backup/ar_int.h"
@@ -36,8 +37,16 @@ struct ar_out {
 	int fd;       /* the file being written, -1 if none */
 	char cur[PATH_MAX];
 	uint64_t off, bytes;
+	int regular;  /* fd is a regular file: write-behind and preallocation */
+	uint64_t wb;  /* offset from which written bytes have not been handed to writeback */
+	uint64_t reserved; /* offset up to which space was preallocated */
 	int discarded, committed;
 };
+
+/* Write-behind: every AR_WB_CHUNK bytes written, start their writeback
+ * (sync_file_range(SYNC_FILE_RANGE_WRITE), which does not wait), so the
+ * final fsync does not flush a whole set in one burst. */
+#define AR_WB_CHUNK (32u << 20)
 
 const char *ar_out_path(const struct ar_out *o)
 {
@@ -56,7 +65,27 @@ uint64_t ar_out_offset(const struct ar_out *o)
 
 uint64_t ar_out_bytes(const struct ar_out *o)
 {
-	return o->bytes;
+	return __atomic_load_n(&o->bytes, __ATOMIC_RELAXED); /* read while the writer thread writes */
+}
+
+/* Note the current file's descriptor: regular file or not. */
+static void out_fd_set(struct ar_out *o)
+{
+	struct stat st;
+	o->regular = cf_os.fstat(o->fd, &st) == 0 && S_ISREG(st.st_mode);
+	o->wb = o->off;
+	o->reserved = 0;
+}
+
+void ar_out_reserve(struct ar_out *o, uint64_t n)
+{
+	/* Not standard output: it may be a file opened for appending. */
+	if (o->fd < 0 || o->is_stdout || !o->regular || n == 0 || o->off + n <= o->reserved)
+		return;
+	int saved = errno;
+	if (cf_os.fallocate(o->fd, FALLOC_FL_KEEP_SIZE, (off_t)o->off, (off_t)n) == 0)
+		o->reserved = o->off + n;
+	errno = saved; /* a hint: a full disk shows in the writes, with their detail */
 }
 
 static int must_not_exist(const char *path)
@@ -75,9 +104,21 @@ int ar_out_write(struct ar_out *o, const void *p, size_t n)
 {
 	if (o->fd < 0)
 		return CF_ERROR(COFFER_E_INTERNAL, NULL, "backup set output written while no file is open");
-	CF_RET(cf_write_full(o->fd, o->cur, p, n));
+	if (cf_write_full(o->fd, o->cur, p, n) != COFFER_OK) {
+		/* Name the offset in the output (of the record being written). */
+		const coffer_error *e = coffer_error_last();
+		if (e->sys_errno == 0 || e->offset >= 0)
+			return e->code;
+		errno = e->sys_errno;
+		return cf_error_sys("write", o->cur, (int64_t)o->off);
+	}
 	o->off += n;
-	o->bytes += n;
+	__atomic_store_n(&o->bytes, o->bytes + n, __ATOMIC_RELAXED);
+	if (o->regular && o->off - o->wb >= AR_WB_CHUNK) {
+		/* Best effort: an I/O error shows again at the fsync. */
+		sync_file_range(o->fd, (off_t)o->wb, (off_t)(o->off - o->wb), SYNC_FILE_RANGE_WRITE);
+		o->wb = o->off;
+	}
 	return COFFER_OK;
 }
 
@@ -107,6 +148,7 @@ int ar_out_open(struct ar_out **out, const char *path, int dir)
 	o->is_stdout = is_stdout;
 	if (is_stdout) {
 		o->fd = 1;
+		out_fd_set(o);
 		snprintf(o->cur, sizeof o->cur, "standard output");
 		CF_GO(rc, write_header(o, AR_H_STREAM));
 		*out = o;
@@ -138,6 +180,7 @@ int ar_out_open(struct ar_out **out, const char *path, int dir)
 			o->tmp = NULL;
 			goto err;
 		}
+		out_fd_set(o);
 		CF_GO(rc, write_header(o, AR_H_STREAM));
 	}
 	*out = o;
@@ -160,11 +203,24 @@ static int open_member(struct ar_out *o, const char *name, uint32_t kind)
 	CF_RET(cf_path_join(o->cur, sizeof o->cur, o->tmp, name));
 	CF_RET(cf_open(&o->fd, o->cur, O_WRONLY | O_CREAT | O_EXCL, 0600));
 	o->off = 0;
+	out_fd_set(o);
 	return write_header(o, kind);
+}
+
+/* Give back preallocated space past the end (a file shorter than hinted). */
+static void trim_reserve(struct ar_out *o)
+{
+	if (o->reserved > o->off) {
+		int saved = errno;
+		if (cf_os.ftruncate(o->fd, (off_t)o->off) != 0)
+			errno = saved;
+		o->reserved = 0;
+	}
 }
 
 static int close_member(struct ar_out *o)
 {
+	trim_reserve(o);
 	int rc = cf_fsync(o->fd, o->cur);
 	int rc2 = cf_close(o->fd, o->cur);
 	o->fd = -1;
@@ -201,7 +257,7 @@ int ar_out_commit(struct ar_out *o)
 		return COFFER_OK;
 	}
 	if (o->fd >= 0)
-		CF_RET(close_member(o));
+		CF_RET(close_member(o)); /* trims preallocated space, fsyncs */
 	if (o->dir) {
 		char d[PATH_MAX];
 		if (o->log_made) {

@@ -22,6 +22,17 @@
  *
  * Messages name the set, the stored file, the block number and the offset
  * of the record in the file being read (the archive, or DIR/NAME.blocks).
+ *
+ * Data path: a block is read (and decompressed) into one of a ring of
+ * AR_SHA_PIPE_DEPTH buffers and its XXH3 checked on the caller's thread;
+ * it is then queued to the SHA pipe (ar_digest.c: the file's SHA-256 on
+ * its own thread, in block order) and returned at once, so the caller
+ * (restore: content check and write; verify) works on it while it is
+ * hashed. A buffer is reused only once hashed, and never the one returned
+ * by the previous call. The file's digest is compared at its END record,
+ * after waiting for the pipe. The thread starts with the first block of
+ * AR_SHA_THREAD_MIN bytes or more; smaller blocks before it are hashed
+ * inline (small sets and fuzzing start no thread).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +50,8 @@
 #include "common/os.h"
 
 enum { M_STREAM, M_FILE, M_DIR };
+#define AR_SHA_THREAD_MIN (64u << 10)
+#define NRING AR_SHA_PIPE_DEPTH
 enum { ST_BETWEEN, ST_IN_FILE, ST_END };
 
 struct cf_archive_reader {
@@ -56,13 +69,22 @@ struct cf_archive_reader {
 	uint32_t cur_gen;
 	struct cf_set_file curf;   /* the current file so far */
 	ar_sha *sha;
-	uint8_t *raw, *stored;
+	struct ar_sha_pipe *pipe;  /* NULL until the first big block */
+	uint8_t *ring[NRING];      /* raw block buffers */
+	uint8_t *stored;
 	ZSTD_DCtx *dctx;
 	struct cf_set_file *seen;  /* M_STREAM: the files as read */
 	uint32_t nseen, capseen;
 	int rc;
 	coffer_error err;
 };
+
+/* Wait until the SHA pipe has hashed every block given to it. */
+static void sha_idle(cf_archive_reader *r)
+{
+	if (r->pipe)
+		ar_sha_pipe_wait(r->pipe, ar_sha_pipe_pushed(r->pipe));
+}
 
 static int rfail(cf_archive_reader *r, int rc)
 {
@@ -272,8 +294,8 @@ static int reader_new(cf_archive_reader **out, const char *set)
 	if (r == NULL)
 		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory for a backup set reader");
 	r->fd = -1;
-	if ((r->set = strdup(set)) == NULL || (r->raw = malloc(CF_AR_BLOCK_MAX)) == NULL ||
-	    (r->stored = malloc(ar_stored_max())) == NULL || (r->dctx = ZSTD_createDCtx()) == NULL)
+	if ((r->set = strdup(set)) == NULL || (r->stored = malloc(ar_stored_max())) == NULL ||
+	    (r->dctx = ZSTD_createDCtx()) == NULL)
 		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory for a backup set reader");
 	return ar_sha_new(&r->sha);
 }
@@ -285,9 +307,11 @@ void cf_archive_close(cf_archive_reader *r)
 	if (r->own_fd && r->fd >= 0)
 		cf_os.close(r->fd);
 	ar_manifest_free(&r->mf);
+	ar_sha_pipe_free(r->pipe); /* before the buffers and the context it uses */
 	ar_sha_free(r->sha);
 	ZSTD_freeDCtx(r->dctx);
-	free(r->raw);
+	for (unsigned i = 0; i < NRING; i++)
+		free(r->ring[i]);
 	free(r->stored);
 	free(r->seen);
 	free(r->set);
@@ -475,6 +499,7 @@ static int next_file(cf_archive_reader *r, const char **name)
 			       r->next_index < r->mf.nfiles ? "\"" : "");
 	memset(&r->curf, 0, sizeof r->curf);
 	memcpy(r->curf.name, nm, rec.stored_len + 1);
+	sha_idle(r);
 	ar_sha_reset(r->sha);
 	r->cur_index = r->next_index++;
 	r->state = ST_IN_FILE;
@@ -516,6 +541,7 @@ static int end_of_file(cf_archive_reader *r, const struct ar_rec *rec, uint64_t 
 	snprintf(what, sizeof what, "the end record of \"%s\"", r->curf.name);
 	CF_RET(read_small(r, rec, at, e, what));
 	ar_end_decode(e, &size, &blocks, esha);
+	sha_idle(r);
 	ar_sha_final(r->sha, sha);
 	memcpy(r->curf.sha256, sha, 32);
 	if (size != r->curf.size || blocks != r->curf.blocks)
@@ -572,6 +598,22 @@ static int end_of_file(cf_archive_reader *r, const struct ar_rec *rec, uint64_t 
 	return COFFER_OK;
 }
 
+/* The buffer for the next block of LEN raw bytes: the SHA pipe is started
+ * for a big one; a buffer the pipe may still be hashing is waited for. */
+static int ring_buffer(cf_archive_reader *r, uint32_t len, uint8_t **out)
+{
+	if (r->pipe == NULL && len >= AR_SHA_THREAD_MIN)
+		CF_RET(ar_sha_pipe_new(&r->pipe, r->sha));
+	uint64_t seq = r->pipe ? ar_sha_pipe_pushed(r->pipe) : 0;
+	if (seq >= NRING) /* the buffer's last block, pushed NRING blocks ago, is hashed */
+		ar_sha_pipe_wait(r->pipe, seq - NRING + 1);
+	uint8_t **b = &r->ring[seq % NRING];
+	if (*b == NULL && (*b = malloc(CF_AR_BLOCK_MAX)) == NULL)
+		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory for a backup set reader");
+	*out = *b;
+	return COFFER_OK;
+}
+
 static int read_block(cf_archive_reader *r, const void **data, size_t *n)
 {
 	struct ar_rec rec;
@@ -599,11 +641,13 @@ static int read_block(cf_archive_reader *r, const void **data, size_t *n)
 				 (unsigned long long)r->mf.files[r->cur_index].size);
 	char what[96];
 	snprintf(what, sizeof what, "block %u of \"%s\"", rec.blockno, r->curf.name);
+	uint8_t *raw = NULL;
+	CF_RET(ring_buffer(r, rec.raw_len, &raw));
 	if (rec.comp == AR_C_NONE) {
-		CF_RET(in_read(r, r->raw, rec.stored_len, what));
+		CF_RET(in_read(r, raw, rec.stored_len, what));
 	} else {
 		CF_RET(in_read(r, r->stored, rec.stored_len, what));
-		size_t got = ZSTD_decompressDCtx(r->dctx, r->raw, CF_AR_BLOCK_MAX, r->stored, rec.stored_len);
+		size_t got = ZSTD_decompressDCtx(r->dctx, raw, CF_AR_BLOCK_MAX, r->stored, rec.stored_len);
 		if (ZSTD_isError(got) || got != rec.raw_len)
 			return BLOCK_ERR(COFFER_E_ARCHIVE_CORRUPT, at,
 					 "backup set \"%s\": block %u of \"%s\" at offset %llu of \"%s\" "
@@ -613,17 +657,20 @@ static int read_block(cf_archive_reader *r, const void **data, size_t *n)
 											   "to the wrong length",
 					 ZSTD_isError(got) ? ZSTD_getErrorName(got) : "");
 	}
-	uint64_t x = XXH3_64bits(r->raw, rec.raw_len);
+	uint64_t x = XXH3_64bits(raw, rec.raw_len);
 	if (x != rec.xxh)
 		return BLOCK_ERR(COFFER_E_ARCHIVE_CORRUPT, at,
 				 "backup set \"%s\": block %u of \"%s\" at offset %llu of \"%s\" is "
 				 "damaged: its data fails its checksum (stored %016llx, computed %016llx)",
 				 r->set, rec.blockno, r->curf.name, (unsigned long long)at, r->cur,
 				 (unsigned long long)rec.xxh, (unsigned long long)x);
-	ar_sha_update(r->sha, r->raw, rec.raw_len);
+	if (r->pipe)
+		ar_sha_pipe_push(r->pipe, raw, rec.raw_len);
+	else
+		ar_sha_update(r->sha, raw, rec.raw_len);
 	r->curf.size += rec.raw_len;
 	r->curf.blocks++;
-	*data = r->raw;
+	*data = raw;
 	*n = rec.raw_len;
 	return COFFER_OK;
 }

@@ -14,6 +14,10 @@
  *   3. every stored file is written into TARGET/.restore-tmp as it is read,
  *      each block verified before it is written, each file's size and
  *      SHA-256 before it counts, its header checked (cf_content_check);
+ *      the reader hashes on its own thread while this one checks and
+ *      writes (ar_read.c); the file's space is preallocated when the
+ *      manifest gives its size, and its writeback started every 32 MiB
+ *      (sync_file_range) so that its fsync is not one burst;
  *   4. TARGET/.restore-tmp/checkpoint: the full set's signature and redo
  *      LSN; the database header (both copies) set to NEEDS_RECOVERY with that
  *      redo LSN unless it already is; every file and directory fsynced;
@@ -149,6 +153,22 @@ static int prepare_target(struct restore *rs)
 	return COFFER_OK;
 }
 
+#define WB_CHUNK (32u << 20)
+
+/* Preallocate the size the manifest gives NAME (a hint, errors ignored). */
+static void preallocate(struct restore *rs, size_t i, const char *name, int fd)
+{
+	const struct cf_set_manifest *m = cf_archive_manifest(rs->r[i]);
+	for (uint32_t k = 0; m && k < m->nfiles; k++)
+		if (strcmp(m->files[k].name, name) == 0) {
+			int saved = errno;
+			if (m->files[k].size)
+				cf_os.fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)m->files[k].size);
+			errno = saved; /* a full disk shows in the writes, with their detail */
+			return;
+		}
+}
+
 /* Write one stored file from R into the temporary directory. */
 static int lay_down(struct restore *rs, size_t i, const char *name, struct cf_content_check *cc,
 		    struct cf_restore_result *res)
@@ -169,6 +189,8 @@ static int lay_down(struct restore *rs, size_t i, const char *name, struct cf_co
 				"\"%s\" holds \"%s\", which an earlier set of the restore already gave",
 				rs->names[i], name);
 	CF_RET(rc);
+	preallocate(rs, i, name, fd);
+	uint64_t wb = 0;
 	for (;;) {
 		const void *d;
 		size_t n;
@@ -178,6 +200,10 @@ static int lay_down(struct restore *rs, size_t i, const char *name, struct cf_co
 		CF_GO(rc, cf_content_check_feed(cc, d, n));
 		CF_GO(rc, cf_write_full(fd, path, d, n));
 		size += n;
+		if (size - wb >= WB_CHUNK) { /* best effort: errors show at the fsync */
+			sync_file_range(fd, (off_t)wb, (off_t)(size - wb), SYNC_FILE_RANGE_WRITE);
+			wb = size;
+		}
 	}
 	CF_GO(rc, cf_content_check_end(cc, size));
 	CF_GO(rc, cf_fsync(fd, path));

@@ -1,19 +1,30 @@
 /*
- * ar_write.c - the writer: stored files -> 1 MiB blocks -> SHA-256 ->
- * compression pool (XXH3, zstd, in order) -> output; then the manifest and
- * the trailer. The API and its errors are in archive.h, the bytes at the
- * top of archive.c.
+ * ar_write.c - the writer: stored files -> 1 MiB blocks -> block pipeline
+ * (ar_zpool.c: SHA-256 of the file on its own thread; XXH3 and zstd on
+ * workers; the output written on a writer thread, in order) -> output;
+ * then the manifest and the trailer. The API and its errors are in
+ * archive.h, the bytes at the top of archive.c.
  *
- * Data path: cf_archive_file_write copies the caller's bytes once into the
- * block buffer (which has room for the record header in front); the pool
- * compresses into the block's own output buffer (with the same headroom);
- * the record header is written into that headroom and header + payload go
- * out in one write(2). So each byte is copied once, then compressed, then
- * written.
+ * Data path: the caller either receives its bytes straight into the block
+ * buffer (cf_archive_file_reserve / cf_archive_file_commit: no copy at
+ * all) or has cf_archive_file_write copy them there once. The buffer has
+ * room for the record header in front; the pool compresses into the
+ * block's own output buffer (with the same headroom); the record header is
+ * written into that headroom and header + payload go out in one write(2).
+ * So on the caller's thread a byte costs only its receipt; hashing,
+ * checksumming, compressing and writing happen on the pipeline's threads,
+ * overlapped with receiving the next blocks.
  *
- * Failure is sticky: the first error is kept (with its detail record), the
- * temporary is removed at once, and every later call returns that error
- * with the same detail until cf_archive_abort.
+ * The small records (FILE, END, MANIFEST) are written on the caller's
+ * thread, but only when the pipeline is drained (a file's blocks are all
+ * out before its END, and a file begins only after the previous one
+ * ended), so the output keeps its order and has one writer at a time.
+ *
+ * Failure is sticky: the first error - raised here or on a pipeline thread
+ * (a full disk during a block's write keeps its file, offset and errno) -
+ * is kept with its detail record, the writer thread is stopped and the
+ * temporary removed at once, and every later call returns that error with
+ * the same detail until cf_archive_abort.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -31,6 +42,7 @@
 
 struct cf_archive_writer {
 	struct ar_out *out;
+	int level;
 	struct ar_zpool *pool;
 	ar_sha *sha;
 	struct ar_block *blk;   /* the block being filled, or NULL */
@@ -55,6 +67,7 @@ static int fail(cf_archive_writer *w, int rc)
 		cf_error_prefix("backup set \"%s\"", ar_out_path(w->out));
 	w->rc = rc;
 	w->err = *coffer_error_last();
+	ar_zpool_halt(w->pool); /* no block write in progress while it goes */
 	ar_out_discard(w->out);
 	return rc;
 }
@@ -117,8 +130,9 @@ int cf_archive_create(cf_archive_writer **out, const char *path, const struct cf
 	if (w == NULL)
 		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory for a backup set writer");
 	int rc;
+	w->level = o->compress_level;
 	CF_GO(rc, ar_sha_new(&w->sha));
-	CF_GO(rc, ar_zpool_new(&w->pool, o->compress_level, o->threads, emit_block, w));
+	CF_GO(rc, ar_zpool_new(&w->pool, o->compress_level, o->threads, w->sha, emit_block, w));
 	CF_GO(rc, ar_out_open(&w->out, path, o->format_dir));
 	*out = w;
 	return COFFER_OK;
@@ -189,7 +203,6 @@ int cf_archive_file_write(cf_archive_writer *w, const void *data, size_t n)
 		if (take > n)
 			take = n;
 		memcpy(AR_RAW(b) + b->raw_len, p, take);
-		ar_sha_update(w->sha, p, take);
 		b->raw_len += take;
 		p += take;
 		n -= take;
@@ -206,6 +219,61 @@ err:
 	return fail(w, rc);
 }
 
+int cf_archive_file_reserve(cf_archive_writer *w, void **p, size_t *room)
+{
+	*p = NULL;
+	*room = 0;
+	if (w->rc)
+		return failed(w);
+	if (!w->in_file)
+		return CF_ERROR(COFFER_E_INVALID_ARGUMENT, NULL, "backup set data written outside a file");
+	int rc;
+	if (w->blk == NULL) {
+		if (w->cur.blocks >= UINT32_MAX)
+			return fail(w, CF_ERROR(COFFER_E_LIMIT, NULL, "file too large for a backup set"));
+		CF_GO(rc, ar_zpool_acquire(w->pool, &w->blk));
+		w->blk->index = w->nfiles;
+		w->blk->blockno = (uint32_t)w->cur.blocks;
+	}
+	*p = AR_RAW(w->blk) + w->blk->raw_len;
+	*room = CF_AR_BLOCK_MAX - w->blk->raw_len;
+	return COFFER_OK;
+err:
+	return fail(w, rc);
+}
+
+int cf_archive_file_commit(cf_archive_writer *w, size_t n)
+{
+	if (w->rc)
+		return failed(w);
+	struct ar_block *b = w->blk;
+	if (!w->in_file || (n > 0 && b == NULL) || (b && n > CF_AR_BLOCK_MAX - b->raw_len))
+		return CF_ERROR(COFFER_E_INVALID_ARGUMENT, NULL,
+				"%zu bytes committed to the backup set beyond the room reserved", n);
+	if (n == 0)
+		return COFFER_OK;
+	b->raw_len += n;
+	w->cur.size += n;
+	w->bytes_in += n;
+	if (b->raw_len == CF_AR_BLOCK_MAX) {
+		w->blk = NULL;
+		w->cur.blocks++;
+		int rc = ar_zpool_submit(w->pool, b);
+		if (rc)
+			return fail(w, rc);
+	}
+	return COFFER_OK;
+}
+
+void cf_archive_file_expect(cf_archive_writer *w, uint64_t size)
+{
+	/* Only uncompressed sets know their size; only at a file's start. */
+	if (w->rc || !w->in_file || w->level != 0 || w->cur.size || w->blk || size == 0)
+		return;
+	uint64_t blocks = (size + CF_AR_BLOCK_MAX - 1) / CF_AR_BLOCK_MAX;
+	ar_out_reserve(w->out, size + blocks * AR_REC_SIZE + AR_REC_SIZE + AR_END_SIZE);
+}
+
 int cf_archive_file_end(cf_archive_writer *w)
 {
 	if (w->rc)
@@ -216,7 +284,8 @@ int cf_archive_file_end(cf_archive_writer *w)
 	if (w->blk) {
 		struct ar_block *b = w->blk;
 		w->blk = NULL;
-		w->cur.blocks++;
+		if (b->raw_len) /* else a reserved block left empty: nothing is written */
+			w->cur.blocks++;
 		CF_GO(rc, ar_zpool_submit(w->pool, b));
 	}
 	CF_GO(rc, ar_zpool_drain(w->pool));
@@ -296,8 +365,8 @@ void cf_archive_abort(cf_archive_writer *w)
 {
 	if (w == NULL)
 		return;
+	ar_zpool_free(w->pool); /* its threads first: then nothing writes */
 	ar_out_free(w->out);
-	ar_zpool_free(w->pool);
 	ar_sha_free(w->sha);
 	free(w->files);
 	free(w);

@@ -13,8 +13,9 @@
  * Module files (one filter a file, PostgreSQL's bbstreamer):
  *   archive.c    the format: records, manifest, trailer, allowed names
  *   ar_digest.c  SHA-256 (OpenSSL EVP) of each stored file
- *   ar_zpool.c   per-block XXH3 and zstd compression on worker threads,
- *                handing blocks back in order
+ *   ar_zpool.c   the writer's block pipeline: the file's SHA-256 on its
+ *                own thread, per-block XXH3 and zstd on workers, writes on
+ *                a writer thread, blocks in order
  *   ar_out.c     the output: one file (temporary, renamed at the end),
  *                standard output, or a directory (temporary, renamed)
  *   ar_write.c   the writer API below: files -> blocks -> pool -> output
@@ -123,6 +124,16 @@ int cf_archive_file_begin(cf_archive_writer *w, const char *name);
  * Errors: COFFER_E_DISK_FULL naming the set's file and the stored file,
  * COFFER_E_IO, COFFER_E_INVALID_ARGUMENT (no file open). */
 int cf_archive_file_write(cf_archive_writer *w, const void *data, size_t n);
+/* Receive into the set without a copy: *P receives where the next bytes of
+ * the current file go and *ROOM how many fit there (1..CF_AR_BLOCK_MAX: the
+ * rest of the block being filled). Put up to *ROOM bytes there, then
+ * cf_archive_file_commit the number put (0 is allowed). Nothing else may be
+ * called between the two. Errors: as cf_archive_file_write. */
+int cf_archive_file_reserve(cf_archive_writer *w, void **p, size_t *room);
+int cf_archive_file_commit(cf_archive_writer *w, size_t n);
+/* The current file, just begun, will have SIZE bytes: an uncompressed set
+ * preallocates its space (a hint; never an error). */
+void cf_archive_file_expect(cf_archive_writer *w, uint64_t size);
 /* End the current file: its last block, then its size and SHA-256. */
 int cf_archive_file_end(cf_archive_writer *w);
 /* Check META against the files written (cf_set_check), write the manifest
@@ -132,7 +143,8 @@ int cf_archive_finish(cf_archive_writer *w, const cf_set_meta *meta);
 /* Remove the temporary and free W (NULL is ignored). */
 void cf_archive_abort(cf_archive_writer *w);
 
-/* Bytes given to file_write so far; bytes written to the output so far. */
+/* Bytes given to file_write so far; bytes written to the output so far
+ * (exact between files; during a file the writer thread may be behind). */
 uint64_t cf_archive_bytes_in(cf_archive_writer *w);
 uint64_t cf_archive_bytes_out(cf_archive_writer *w);
 

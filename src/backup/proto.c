@@ -381,6 +381,79 @@ static int recv_rest(struct cf_stream *s, const uint8_t *h, uint16_t *type, uint
 	return COFFER_OK;
 }
 
+/* ---- a frame received in parts ---- */
+
+int cf_bkp_rx_init(struct cf_bkp_rx *rx)
+{
+	memset(rx, 0, sizeof *rx);
+	if ((rx->xs = XXH3_createState()) == NULL)
+		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory to receive backup frames");
+	return COFFER_OK;
+}
+
+void cf_bkp_rx_free(struct cf_bkp_rx *rx)
+{
+	XXH3_freeState(rx->xs);
+	rx->xs = NULL;
+}
+
+int cf_bkp_rx_head(struct cf_stream *s, struct cf_bkp_rx *rx, int *fd)
+{
+	rx->len = rx->left = 0;
+	rx->type = 0;
+	if (fd && !s->ssl)
+		CF_RET(read_header_fd(s, rx->hdr, fd));
+	else {
+		if (fd)
+			*fd = -1;
+		CF_RET(cf_stream_read(s, rx->hdr, sizeof rx->hdr));
+	}
+	uint32_t n = get32(rx->hdr + 8);
+	if (memcmp(rx->hdr, MAGIC, 4) != 0)
+		return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
+				"%s sent bytes that are not a backup frame (wrong magic)", s->peer);
+	if (n > CF_BKP_MAX_PAYLOAD)
+		return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
+				"%s announced a frame of %u bytes (limit %u)", s->peer, n, CF_BKP_MAX_PAYLOAD);
+	uint8_t h[CF_BKP_HDR];
+	memcpy(h, rx->hdr, CF_BKP_HDR);
+	memset(h + 16, 0, 8);
+	XXH3_64bits_reset(rx->xs);
+	XXH3_64bits_update(rx->xs, h, CF_BKP_HDR);
+	rx->type = get16(rx->hdr + 4);
+	rx->len = rx->left = n;
+	return COFFER_OK;
+}
+
+int cf_bkp_rx_read(struct cf_stream *s, struct cf_bkp_rx *rx, void *buf, size_t n)
+{
+	if (n > rx->left)
+		return CF_ERROR(COFFER_E_INTERNAL, NULL, "%zu bytes asked of a frame with %u left", n,
+				rx->left);
+	CF_RET(cf_stream_read(s, buf, n));
+	XXH3_64bits_update(rx->xs, buf, n);
+	rx->left -= (uint32_t)n;
+	return COFFER_OK;
+}
+
+int cf_bkp_rx_end(struct cf_stream *s, struct cf_bkp_rx *rx, const uint8_t *payload)
+{
+	if (rx->left)
+		return CF_ERROR(COFFER_E_INTERNAL, NULL, "a frame checked with %u bytes unread", rx->left);
+	if (get64(rx->hdr + 16) != XXH3_64bits_digest(rx->xs))
+		return CF_ERROR(COFFER_E_PROTOCOL,
+				CF_OBJ(.peer = s->peer, CF_OFF(s->bytes_in - rx->len - CF_BKP_HDR)),
+				"a backup frame from %s fails its checksum (damaged in transit)", s->peer);
+	if (rx->type == BKF_ERROR)
+		return payload ? raise_error_frame(s, payload, rx->len)
+			       : CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
+					  "%s sent an ERROR frame where data was expected", s->peer);
+	if (rx->type < BKF_INFO || rx->type > BKF_FD_FAIL)
+		return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
+				"%s sent a backup frame of unknown type %u", s->peer, rx->type);
+	return COFFER_OK;
+}
+
 void cf_bkp_info_encode(const struct coffer_backup_info *bi, uint8_t out[CF_BKP_INFO_LEN])
 {
 	memset(out, 0, CF_BKP_INFO_LEN);

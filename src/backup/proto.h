@@ -114,6 +114,28 @@ int cf_bkp_send_fd(struct cf_stream *s, uint16_t type, const void *p, size_t n, 
  * (-1 if none; the caller closes it). */
 int cf_bkp_recv_fd(struct cf_stream *s, uint16_t *type, uint8_t *buf, uint32_t *len, int *fd);
 
+/* A frame received in parts, its payload straight into buffers of the
+ * caller's choosing (e.g. a backup set's block buffer: no copy).
+ * cf_bkp_rx_head reads the header (FD: as cf_bkp_recv_fd; NULL: no
+ * descriptor expected) and checks its magic and length; then
+ * cf_bkp_rx_read reads the next N bytes of the payload (N <= left) and
+ * hashes them; cf_bkp_rx_end checks the frame's XXH3 once all is read and
+ * then, like cf_bkp_recv, raises an ERROR frame (PAYLOAD: the whole payload,
+ * needed only for ERROR) or refuses an unknown type. Nothing received may
+ * be trusted before cf_bkp_rx_end returns COFFER_OK. A descriptor that came
+ * with the header is the caller's to close in every case. */
+struct cf_bkp_rx {
+	uint8_t hdr[CF_BKP_HDR];
+	uint16_t type;
+	uint32_t len, left;  /* payload bytes: in all, still to read */
+	void *xs;            /* the running XXH3 (cf_bkp_rx_init) */
+};
+int cf_bkp_rx_init(struct cf_bkp_rx *rx);
+void cf_bkp_rx_free(struct cf_bkp_rx *rx);
+int cf_bkp_rx_head(struct cf_stream *s, struct cf_bkp_rx *rx, int *fd);
+int cf_bkp_rx_read(struct cf_stream *s, struct cf_bkp_rx *rx, void *buf, size_t n);
+int cf_bkp_rx_end(struct cf_stream *s, struct cf_bkp_rx *rx, const uint8_t *payload);
+
 /* ERROR frames carry a coffer_error. */
 int cf_bkp_send_error(struct cf_stream *s, const coffer_error *e);
 

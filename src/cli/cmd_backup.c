@@ -170,19 +170,24 @@ static int take_fd_file(struct cf_stream *s, cf_archive_writer *w, const uint8_t
 	pg->total += size;
 	pg->phase = "logs";
 	rc = cf_archive_file_begin(w, name);
-	char *buf = rc ? NULL : malloc(1u << 20);
-	if (rc == COFFER_OK && buf == NULL)
-		rc = CF_ERROR(COFFER_E_NOMEM, NULL, "no memory to copy %s", name);
+	if (rc == COFFER_OK)
+		cf_archive_file_expect(w, size);
+	/* Read straight into the set's block buffers. */
 	for (uint64_t off = 0; rc == COFFER_OK && off < size;) {
-		size_t n = size - off < (1u << 20) ? (size_t)(size - off) : (1u << 20);
-		rc = cf_pread_full(fd, name, buf, n, off);
+		void *dst;
+		size_t room;
+		rc = cf_archive_file_reserve(w, &dst, &room);
+		if (rc)
+			break;
+		size_t n = size - off < room ? (size_t)(size - off) : room;
+		rc = cf_pread_full(fd, name, dst, n, off);
+		int rc2 = cf_archive_file_commit(w, rc ? 0 : n);
 		if (rc == COFFER_OK)
-			rc = cf_archive_file_write(w, buf, n);
+			rc = rc2;
 		off += n;
 		pg->done += n;
 		progress_show(pg, 0);
 	}
-	free(buf);
 	close(fd);
 	if (rc == COFFER_OK)
 		rc = cf_archive_file_end(w);
@@ -361,6 +366,8 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 	int connected = 0, rc, visible = 0;
 	uint8_t *buf = malloc(CF_BKP_MAX_PAYLOAD);
 	struct coffer_backup_info bi;
+	struct cf_bkp_rx rx;
+	int rx_made = 0;
 	cf_set_meta meta = {0};
 	uint8_t endp[16] = {0};
 	if (buf == NULL)
@@ -400,16 +407,50 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 	pg.total = bi.npages * bi.page_size;
 	pg.phase = bi.npages ? "database" : "logs";
 
-	/* Files until the last generation has ended. */
+	/* Files until the last generation has ended. DATA payloads are received
+	 * straight into the set's block buffers (cf_archive_file_reserve), and
+	 * their frame checked there; other frames into BUF. */
 	int in_file = 0, rolled = 0;
 	uint64_t fsize = 0, fgot = 0;
 	uint32_t expect_gen = bi.gen_first, last_done = 0, stats_fast = 0;
+	CF_GO(rc, cf_bkp_rx_init(&rx));
+	rx_made = 1;
 	for (;;) {
 		int pfd = -1;
-		if (fast)
-			CF_GO(rc, cf_bkp_recv_fd(&conn.s, &t, buf, &len, &pfd));
-		else
-			CF_GO(rc, cf_bkp_recv(&conn.s, &t, buf, &len));
+		CF_GO(rc, cf_bkp_rx_head(&conn.s, &rx, fast ? &pfd : NULL));
+		t = rx.type;
+		len = rx.len;
+		if (t == BKF_DATA && in_file && pfd < 0) {
+			if (fgot + len > fsize) {
+				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer),
+					      "the server sent more data than the file's announced %llu bytes",
+					      (unsigned long long)fsize);
+				goto err;
+			}
+			while (rx.left) {
+				void *dst;
+				size_t room;
+				CF_GO(rc, cf_archive_file_reserve(w, &dst, &room));
+				size_t n = rx.left < room ? rx.left : room;
+				rc = cf_bkp_rx_read(&conn.s, &rx, dst, n);
+				int rc2 = cf_archive_file_commit(w, rc ? 0 : n);
+				CF_GO(rc, rc ? rc : rc2);
+			}
+			/* A damaged frame fails the backup: its bytes never reach a visible set. */
+			CF_GO(rc, cf_bkp_rx_end(&conn.s, &rx, NULL));
+			fgot += len;
+			pg.done += len;
+			progress_show(&pg, 0);
+			continue;
+		}
+		rc = cf_bkp_rx_read(&conn.s, &rx, buf, len);
+		if (rc == COFFER_OK)
+			rc = cf_bkp_rx_end(&conn.s, &rx, buf);
+		if (rc) {
+			if (pfd >= 0)
+				close(pfd);
+			goto err;
+		}
 		if (t == BKF_FILE_FD && !in_file && rolled) {
 			uint32_t gen = 0;
 			int used = 0;
@@ -451,6 +492,7 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 				goto err;
 			}
 			CF_GO(rc, cf_archive_file_begin(w, name));
+			cf_archive_file_expect(w, fsize);
 			in_file = 1;
 			fgot = 0;
 			if (gen) {
@@ -458,17 +500,6 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 				pg.total += fsize;
 				expect_gen++;
 			}
-		} else if (t == BKF_DATA && in_file) {
-			if (fgot + len > fsize) {
-				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer),
-					      "the server sent more data than the file's announced %llu bytes",
-					      (unsigned long long)fsize);
-				goto err;
-			}
-			CF_GO(rc, cf_archive_file_write(w, buf, len));
-			fgot += len;
-			pg.done += len;
-			progress_show(&pg, 0);
 		} else if (t == BKF_FILE_END && in_file) {
 			if (fgot != fsize) {
 				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer),
@@ -542,6 +573,7 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 	connected = 0;
 	summary(json, quiet, out, &bi, &pg, bytes_out, stats_fast, endp);
 	client_event(COFFER_EV_BACKUP_COMPLETED, out, coffer_backup_type_name(bi.type));
+	cf_bkp_rx_free(&rx);
 	free(buf);
 	return COFFER_OK;
 err:
@@ -562,6 +594,8 @@ err:
 		*(coffer_error *)coffer_error_last() = e;
 	}
 	client_event(COFFER_EV_BACKUP_FAILED, out, coffer_backup_type_name(type));
+	if (rx_made)
+		cf_bkp_rx_free(&rx);
 	free(buf);
 	return rc;
 }

@@ -15,10 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <xxhash.h>
+
+#include <openssl/evp.h>
 
 #include <cmocka.h>
 
@@ -27,6 +30,7 @@
 
 #include "backup/ar_int.h"
 #include "backup/archive.h"
+#include "backup/proto.h"
 #include "common/err.h"
 #include "common/os.h"
 #include "engine/env.h"
@@ -1005,6 +1009,7 @@ static void disk_full(int dir, int level)
 			assert_non_null(strstr(e->message, failed_in));
 		assert_int_equal(e->sys_errno, ENOSPC);
 		assert_non_null(strstr(e->file, path));
+		assert_true(e->offset >= 0); /* where in the set's file */
 		/* nothing visible, no temporary */
 		assert_false(exists(path));
 		assert_int_equal(count_entries(tdir), 0);
@@ -1087,6 +1092,319 @@ static void test_writer_refusals(void **s)
 	cf_archive_abort(w);
 	assert_int_equal(count_entries(tdir), 0);
 	free_files(f, NSMALL);
+}
+
+
+/* ---- the block pipeline (ar_zpool.c, ar_digest.c) ---- */
+
+/* SHA-256 of the whole buffer in one call (as sha256sum gives). */
+static void sha256_once(const uint8_t *p, size_t n, uint8_t out[32])
+{
+	unsigned len = 32;
+	assert_int_equal(EVP_Digest(p, n, out, &len, EVP_sha256(), NULL), 1);
+}
+
+/* The set's manifest digests are the plain SHA-256 of each file. */
+static void check_digests(const char *path, struct tfile *f, size_t n)
+{
+	cf_archive_reader *r;
+	OK(cf_archive_open(&r, path));
+	OK(cf_archive_read_all(r));
+	const struct cf_set_manifest *m = cf_archive_manifest(r);
+	assert_int_equal(m->nfiles, n);
+	for (size_t i = 0; i < n; i++) {
+		uint8_t want[32];
+		sha256_once(f[i].data, f[i].size, want);
+		assert_memory_equal(m->files[i].sha256, want, 32);
+	}
+	cf_archive_close(r);
+}
+
+/* Write FILES through cf_archive_file_reserve/commit in pieces of odd
+ * sizes, some commits of 0, some pieces through cf_archive_file_write, and
+ * with a reserve left unused before each file's end. */
+static void write_set_reserved(const char *path, const struct cf_archive_options *o, struct tfile *files,
+			       size_t n, const cf_set_meta *meta)
+{
+	cf_archive_writer *w;
+	OK(cf_archive_create(&w, path, o));
+	for (size_t i = 0; i < n; i++) {
+		OK(cf_archive_file_begin(w, files[i].name));
+		cf_archive_file_expect(w, files[i].size);
+		size_t pos = 0, piece = 1;
+		for (unsigned step = 0; pos < files[i].size; step++) {
+			size_t left = files[i].size - pos;
+			if (step % 5 == 4) { /* the copying API, mixed in */
+				size_t k = left < 3001 ? left : 3001;
+				OK(cf_archive_file_write(w, files[i].data + pos, k));
+				pos += k;
+				continue;
+			}
+			void *dst;
+			size_t room;
+			OK(cf_archive_file_reserve(w, &dst, &room));
+			assert_true(room >= 1 && room <= CF_AR_BLOCK_MAX);
+			size_t k = piece < room ? piece : room;
+			if (k > left)
+				k = left;
+			if (step % 7 == 3)
+				k = 0; /* nothing received this time */
+			memcpy(dst, files[i].data + pos, k);
+			OK(cf_archive_file_commit(w, k));
+			pos += k;
+			piece = piece * 5 + 3; /* 1, 8, 43, ... then whole blocks */
+		}
+		void *dst;
+		size_t room;
+		OK(cf_archive_file_reserve(w, &dst, &room)); /* left empty: no block is written */
+		OK(cf_archive_file_end(w));
+	}
+	OK(cf_archive_finish(w, meta));
+}
+
+static void test_pipeline_reserve_commit(void **s)
+{
+	(void)s;
+	static const int levels[] = {0, 3};
+	for (int fmt = 0; fmt < 2; fmt++)
+		for (int l = 0; l < 2; l++) {
+			char path[PATH_MAX];
+			tpath(path, "set");
+			struct tfile f[NSTD]; /* partial last blocks, an exact block, an empty file */
+			std_files(f, l);
+			cf_set_meta meta = test_meta(CF_SET_FULL, 3, 6);
+			struct cf_archive_options o = {.format_dir = fmt, .compress_level = levels[l], .threads = 2};
+			write_set_reserved(path, &o, f, NSTD, &meta);
+			assert_int_equal(count_entries(tdir), 1);
+			check_set(path, f, NSTD, &meta);
+			check_digests(path, f, NSTD);
+			rm_rf(path);
+			free_files(f, NSTD);
+		}
+	/* commit beyond the reserved room, and outside a file: refused */
+	char path[PATH_MAX];
+	tpath(path, "set");
+	cf_archive_writer *w;
+	OK(cf_archive_create(&w, path, NULL));
+	void *dst;
+	size_t room;
+	EXPECT_CODE(cf_archive_file_reserve(w, &dst, &room), COFFER_E_INVALID_ARGUMENT);
+	OK(cf_archive_file_begin(w, "log/0000000001.log"));
+	OK(cf_archive_file_reserve(w, &dst, &room));
+	assert_int_equal(room, CF_AR_BLOCK_MAX);
+	EXPECT_CODE(cf_archive_file_commit(w, room + 1), COFFER_E_INVALID_ARGUMENT);
+	cf_archive_abort(w);
+	assert_int_equal(count_entries(tdir), 0);
+}
+
+/* Many blocks through a ring of few slots, workers finishing out of order
+ * (compressible and random blocks alternate): the set holds them in order
+ * and each digest is the plain SHA-256. */
+static void test_pipeline_order_many_blocks(void **s)
+{
+	(void)s;
+	static const int levels[] = {0, 1, 9};
+	for (int l = 0; l < 3; l++) {
+		char path[PATH_MAX];
+		tpath(path, "set");
+		struct tfile f[3] = {{"coffer.db", 37 * CF_AR_BLOCK_MAX, 0, NULL},
+				     {"log/0000000003.log", 0, 0, NULL},
+				     {"log/0000000004.log", 5 * CF_AR_BLOCK_MAX + 12345, 1, NULL}};
+		for (int i = 0; i < 3; i++)
+			fill(&f[i]);
+		/* every other block of coffer.db random: slow and fast blocks mix */
+		for (size_t b = 1; b < 37; b += 2)
+			for (size_t i = 0; i < CF_AR_BLOCK_MAX; i++)
+				f[0].data[b * CF_AR_BLOCK_MAX + i] = (uint8_t)next_rand();
+		cf_set_meta meta = test_meta(CF_SET_FULL, 3, 4);
+		struct cf_archive_options o = {.compress_level = levels[l], .threads = 4};
+		write_set(path, &o, f, 3, &meta);
+		check_set(path, f, 3, &meta);
+		check_digests(path, f, 3);
+		/* the same set read as a stream */
+		cf_archive_reader *r;
+		int fd = open(path, O_RDONLY);
+		OK(cf_archive_open_fd(&r, fd, "stream"));
+		check_reader(r, f, 3, &meta);
+		cf_archive_close(r);
+		close(fd);
+		rm_rf(path);
+		free_files(f, 3);
+	}
+}
+
+/* A write that fails after a delay, so that the producer is blocks ahead
+ * when the writer thread meets the full disk. */
+static long slow_writes_left;
+static ssize_t slow_enospc_write(int fd, const void *b, size_t n)
+{
+	if (slow_writes_left-- <= 0) {
+		usleep(20000);
+		errno = ENOSPC;
+		return -1;
+	}
+	return cf_os_real.write(fd, b, n);
+}
+
+static void test_pipeline_writer_error_detail(void **s)
+{
+	(void)s;
+	for (int level = 0; level <= 1; level++) {
+		char path[PATH_MAX];
+		tpath(path, "set");
+		struct tfile f = {"coffer.db", 24 * CF_AR_BLOCK_MAX, 1, NULL};
+		fill(&f);
+		struct cf_archive_options o = {.compress_level = level, .threads = 2};
+		cf_archive_writer *w;
+		OK(cf_archive_create(&w, path, &o));
+		OK(cf_archive_file_begin(w, f.name));
+		/* writes so far: the archive header, the FILE record; then blocks
+		 * 0, 1, 2 go out and block 3's write fails */
+		slow_writes_left = 3;
+		cf_os.write = slow_enospc_write;
+		int rc = COFFER_OK;
+		size_t pos = 0, calls = 0;
+		while (rc == COFFER_OK && pos < f.size) {
+			rc = cf_archive_file_write(w, f.data + pos, 65536);
+			pos += 65536;
+			calls++;
+		}
+		if (rc == COFFER_OK)
+			rc = cf_archive_file_end(w);
+		cf_os = cf_os_real;
+		EXPECT_CODE(rc, COFFER_E_DISK_FULL);
+		coffer_error e = *coffer_error_last();
+		assert_non_null(strstr(e.message, "No space left"));
+		assert_non_null(strstr(e.message, "coffer.db"));
+		assert_non_null(strstr(e.message, path));
+		assert_non_null(strstr(e.file, path));
+		assert_int_equal(e.sys_errno, ENOSPC);
+		if (level == 0) /* the offset of block 3's record in the set */
+			assert_int_equal(e.offset, AR_HDR_SIZE + AR_REC_SIZE + 9 + 3 * (AR_REC_SIZE + CF_AR_BLOCK_MAX));
+		else
+			assert_true(e.offset > 0);
+		/* the temporary is gone at once; the error is sticky, detail and all */
+		assert_int_equal(count_entries(tdir), 0);
+		EXPECT_CODE(cf_archive_file_write(w, "x", 1), COFFER_E_DISK_FULL);
+		assert_string_equal(coffer_error_last()->message, e.message);
+		assert_int_equal(coffer_error_last()->offset, e.offset);
+		void *dst;
+		size_t room;
+		EXPECT_CODE(cf_archive_file_reserve(w, &dst, &room), COFFER_E_DISK_FULL);
+		EXPECT_CODE(cf_archive_file_end(w), COFFER_E_DISK_FULL);
+		cf_set_meta meta = test_meta(CF_SET_COPY, 3, 3);
+		EXPECT_CODE(cf_archive_finish(w, &meta), COFFER_E_DISK_FULL);
+		assert_string_equal(coffer_error_last()->message, e.message);
+		assert_false(exists(path));
+		assert_int_equal(count_entries(tdir), 0);
+		free(f.data);
+	}
+}
+
+/* ---- frames received in parts (proto.c cf_bkp_rx_*) ---- */
+
+struct frame_sender {
+	int fd;
+	uint8_t *data;
+	size_t n;
+};
+
+static void *send_frames(void *arg)
+{
+	struct frame_sender *fs = arg;
+	struct cf_stream s = {.fd = fs->fd, .timeout_ms = 20000};
+	snprintf(s.peer, sizeof s.peer, "test sender");
+	int rc = cf_bkp_send(&s, BKF_DATA, fs->data, fs->n, NULL, 0);
+	if (rc == 0)
+		rc = cf_bkp_send_file(&s, "coffer.db", 123);
+	if (rc == 0) {
+		coffer_error e = {.code = COFFER_E_DISK_FULL, .page = -1, .generation = 7, .offset = 99};
+		snprintf(e.message, sizeof e.message, "the server's disk is full");
+		snprintf(e.file, sizeof e.file, "/srv/x");
+		rc = cf_bkp_send_error(&s, &e);
+	}
+	if (rc == 0) { /* a DATA frame damaged in transit: one payload byte flipped */
+		uint8_t h[CF_BKP_HDR] = {'C', 'B', 'K', '1', BKF_DATA, 0};
+		uint32_t len = 1000;
+		memcpy(h + 8, &len, 4);
+		XXH3_state_t *st = XXH3_createState();
+		XXH3_64bits_reset(st);
+		XXH3_64bits_update(st, h, sizeof h);
+		XXH3_64bits_update(st, fs->data, len);
+		uint64_t sum = XXH3_64bits_digest(st);
+		XXH3_freeState(st);
+		memcpy(h + 16, &sum, 8);
+		fs->data[500] ^= 1;
+		rc = cf_stream_write(&s, h, sizeof h);
+		if (rc == 0)
+			rc = cf_stream_write(&s, fs->data, len);
+		fs->data[500] ^= 1;
+	}
+	return (void *)(intptr_t)rc;
+}
+
+static void test_frames_received_in_parts(void **s)
+{
+	(void)s;
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct frame_sender fs = {.fd = sv[1], .n = CF_BKP_DATA_MAX};
+	fs.data = malloc(fs.n);
+	for (size_t i = 0; i < fs.n; i++)
+		fs.data[i] = (uint8_t)next_rand();
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, send_frames, &fs), 0);
+	struct cf_stream in = {.fd = sv[0], .timeout_ms = 20000};
+	snprintf(in.peer, sizeof in.peer, "test peer");
+	struct cf_bkp_rx rx;
+	OK(cf_bkp_rx_init(&rx));
+	/* DATA, in three pieces into two buffers */
+	uint8_t *got = malloc(fs.n), *buf = malloc(CF_BKP_MAX_PAYLOAD);
+	int fd = 12345;
+	OK(cf_bkp_rx_head(&in, &rx, &fd));
+	assert_int_equal(fd, -1);
+	assert_int_equal(rx.type, BKF_DATA);
+	assert_int_equal(rx.len, fs.n);
+	OK(cf_bkp_rx_read(&in, &rx, got, 1));
+	OK(cf_bkp_rx_read(&in, &rx, got + 1, 300000));
+	EXPECT_CODE(cf_bkp_rx_end(&in, &rx, NULL), COFFER_E_INTERNAL); /* not all read */
+	EXPECT_CODE(cf_bkp_rx_read(&in, &rx, got, fs.n), COFFER_E_INTERNAL); /* more than is left */
+	OK(cf_bkp_rx_read(&in, &rx, got + 300001, rx.left));
+	OK(cf_bkp_rx_end(&in, &rx, NULL));
+	assert_memory_equal(got, fs.data, fs.n);
+	/* FILE, whole */
+	OK(cf_bkp_rx_head(&in, &rx, NULL));
+	assert_int_equal(rx.type, BKF_FILE);
+	OK(cf_bkp_rx_read(&in, &rx, buf, rx.len));
+	OK(cf_bkp_rx_end(&in, &rx, buf));
+	char name[64];
+	uint64_t size;
+	OK(cf_bkp_file_decode(buf, rx.len, name, sizeof name, &size));
+	assert_string_equal(name, "coffer.db");
+	assert_int_equal(size, 123);
+	/* ERROR: raised with its detail */
+	OK(cf_bkp_rx_head(&in, &rx, NULL));
+	OK(cf_bkp_rx_read(&in, &rx, buf, rx.len));
+	EXPECT_CODE(cf_bkp_rx_end(&in, &rx, buf), COFFER_E_DISK_FULL);
+	assert_non_null(strstr(coffer_error_last()->message, "the server's disk is full"));
+	assert_string_equal(coffer_error_last()->file, "/srv/x");
+	assert_int_equal(coffer_error_last()->offset, 99);
+	/* damaged: refused once read */
+	OK(cf_bkp_rx_head(&in, &rx, NULL));
+	OK(cf_bkp_rx_read(&in, &rx, got, rx.len));
+	EXPECT_CODE(cf_bkp_rx_end(&in, &rx, NULL), COFFER_E_PROTOCOL);
+	assert_non_null(strstr(coffer_error_last()->message, "damaged in transit"));
+	void *trc;
+	pthread_join(t, &trc);
+	assert_int_equal((intptr_t)trc, 0);
+	/* the peer gone: CONNECTION_LOST */
+	close(sv[1]);
+	EXPECT_CODE(cf_bkp_rx_head(&in, &rx, NULL), COFFER_E_CONNECTION_LOST);
+	cf_bkp_rx_free(&rx);
+	close(sv[0]);
+	free(got);
+	free(buf);
+	free(fs.data);
 }
 
 /* ---- chain rules ---- */
@@ -1582,6 +1900,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_disk_full_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disk_full_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_writer_refusals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pipeline_reserve_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pipeline_order_many_blocks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pipeline_writer_error_detail, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_frames_received_in_parts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chain_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_set_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_full_incremental_file, setup, teardown),
