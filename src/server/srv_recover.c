@@ -69,6 +69,7 @@ enum rstate { R_RUNNING, R_WAITING, R_SWAPPING, R_DOWN };
 struct rsess {
 	struct rsess *next;
 	struct cf_stream *st;
+	int cut; /* shut down by abort_sessions */
 };
 
 struct srv_recover {
@@ -100,7 +101,9 @@ struct srv_recover {
 	uint64_t need_bytes;
 	char wait_why[256];    /* the last reason the space check said no */
 	int64_t said_why_us;   /* monotonic: when it was last printed */
-	unsigned aborted;      /* sessions cut by this recovery */
+	unsigned aborted;      /* backup sessions ended by this failure: cut by the
+				* reopen, or failed by themselves on the stopped
+				* store before it; reported and zeroed at resume */
 };
 
 static void rlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -209,8 +212,12 @@ int srv_recover_backup_session(struct srv *s, struct cf_stream *st, unsigned typ
 	pthread_mutex_unlock(&R->mu);
 
 	int rc = srv_backup_session(env, s->ev, st, type, who, &s->stopping);
+	struct coffer_env_info info;
+	int on_failed_store = rc != COFFER_OK && coffer_env_info(env, &info) == COFFER_OK && info.fatal;
 
 	pthread_mutex_lock(&R->mu);
+	if (me.cut || on_failed_store)
+		R->aborted++;
 	for (struct rsess **pp = &R->sessions; *pp; pp = &(*pp)->next)
 		if (*pp == &me) {
 			*pp = me.next;
@@ -313,7 +320,6 @@ static void check_fatal(struct srv_recover *R)
 	pthread_mutex_lock(&R->mu);
 	R->state = R_WAITING;
 	R->stopped_us = now;
-	R->aborted = 0;
 	snprintf(R->cause, sizeof R->cause, "%s", cause);
 	snprintf(R->cause_code, sizeof R->cause_code, "%s", code);
 	R->need_bytes = (uint64_t)gen + dirty + MARGIN_BYTES;
@@ -335,21 +341,19 @@ static void check_fatal(struct srv_recover *R)
 
 /* Cut every registered backup session and wait until all have ended. New
  * ones are refused (state is not RUNNING). */
-static unsigned abort_sessions(struct srv_recover *R)
+static void abort_sessions(struct srv_recover *R)
 {
-	unsigned n = 0;
 	pthread_mutex_lock(&R->mu);
 	for (struct rsess *x = R->sessions; x; x = x->next) {
 		if (x->st->fd >= 0)
 			shutdown(x->st->fd, SHUT_RDWR);
-		n++;
+		x->cut = 1;
 	}
 	/* Each fails at its next read or write of the connection (at most
 	 * one engine call later) and aborts its backup. */
 	while (R->nsess)
 		pthread_cond_wait(&R->sess_cv, &R->mu);
 	pthread_mutex_unlock(&R->mu);
-	return n;
 }
 
 /* SWAPPING: close the fatal store and open it again. mu not held. */
@@ -361,7 +365,7 @@ static void reopen(struct srv_recover *R)
 	R->state = R_SWAPPING;
 	pthread_mutex_unlock(&R->mu);
 
-	unsigned cut = abort_sessions(R);
+	abort_sessions(R);
 	int64_t t0 = srv_mono_us();
 	pthread_rwlock_wrlock(&R->gate); /* no job runs from here */
 	if (s->env) {
@@ -378,7 +382,6 @@ static void reopen(struct srv_recover *R)
 	int64_t now = srv_mono_us();
 
 	pthread_mutex_lock(&R->mu);
-	R->aborted += cut;
 	if (rc != COFFER_OK) {
 		int first = from != R_DOWN || R->down_code != rc;
 		R->state = R_DOWN;
@@ -403,6 +406,7 @@ static void reopen(struct srv_recover *R)
 	snprintf(secs, sizeof secs, "%.1f", down);
 	snprintf(paused, sizeof paused, "%.3f", pause);
 	snprintf(aborted, sizeof aborted, "%u", R->aborted);
+	R->aborted = 0;
 	char cause_code[64];
 	snprintf(cause_code, sizeof cause_code, "%s", R->cause_code);
 	pthread_mutex_unlock(&R->mu);
