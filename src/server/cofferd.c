@@ -46,6 +46,7 @@ struct config {
 	char *tls_cert, *tls_key, *password_file, *backup_group;
 	int circular_logging;
 	uint64_t cache_bytes;
+	unsigned checkpoint_seconds; /* 0: the engine's default (30) */
 	uint32_t page_size;
 	uint32_t log_file_size;
 	char *config_file;
@@ -58,9 +59,12 @@ static const char usage_text[] =
 	"               [--backup-group NAME] [--workers N] [--max-clients N]\n"
 	"               [--max-bulk-length SIZE] [--max-output-buffer SIZE]\n"
 	"               [--handshake-timeout S] [--request-timeout S] [--timeout S]\n"
+	"               [--cache-size SIZE] [--checkpoint-interval S]\n"
 	"  ADDR is unix:PATH or HOST:PORT; default unix:DIR/cofferd.sock\n"
 	"  deadlines in seconds, 0 for none: TLS handshake and AUTH (default 10), one\n"
 	"  command being received (default 60, +1 s per 64 KiB), idle client (default 0)\n"
+	"  checkpoints every --checkpoint-interval seconds (default 30), after 64 MiB\n"
+	"  of log, or when half the page cache (--cache-size, default 64M) is dirty\n"
 	"  runs in the foreground; SIGTERM or SIGINT: clean shutdown\n"
 	"  without a password, TCP is accepted from loopback only; the backup-operators\n"
 	"  group (default coffer-backup) may back up and read events over a Unix socket\n";
@@ -169,6 +173,16 @@ static int apply_key(struct config *c, const char *key, const char *v)
 			c->lim.max_output = (size_t)n;
 		return COFFER_OK;
 	}
+	if (strcmp(key, "checkpoint-interval") == 0) {
+		char *end;
+		errno = 0;
+		unsigned long num = strtoul(v, &end, 10);
+		if (errno || *end || end == v || v[0] == '-' || num < 1 || num > 86400)
+			return CF_ERROR(COFFER_E_CONFIG, NULL,
+					"checkpoint-interval must be a number of seconds 1..86400, not '%s'", v);
+		c->checkpoint_seconds = (unsigned)num;
+		return COFFER_OK;
+	}
 	if (strcmp(key, "cache-size") == 0) {
 		CF_RET(parse_size(key, v, &n));
 		c->cache_bytes = n;
@@ -239,6 +253,7 @@ static int parse_args(struct config *c, int argc, char **argv)
 		{"password-file", required_argument, NULL, 'P'},
 		{"backup-group", required_argument, NULL, 'G'},
 		{"cache-size", required_argument, NULL, 's'},
+		{"checkpoint-interval", required_argument, NULL, 'I'},
 		{"workers", required_argument, NULL, 'W'},
 		{"max-clients", required_argument, NULL, 'M'},
 		{"max-bulk-length", required_argument, NULL, 'B'},
@@ -274,6 +289,7 @@ static int parse_args(struct config *c, int argc, char **argv)
 		case 'P': CF_RET(set_str(&c->password_file, optarg)); break;
 		case 'G': CF_RET(set_str(&c->backup_group, optarg)); break;
 		case 's': CF_RET(apply_key(c, "cache-size", optarg)); break;
+		case 'I': CF_RET(apply_key(c, "checkpoint-interval", optarg)); break;
 		case 'W': CF_RET(apply_key(c, "workers", optarg)); break;
 		case 'M': CF_RET(apply_key(c, "max-clients", optarg)); break;
 		case 'B': CF_RET(apply_key(c, "max-bulk-length", optarg)); break;
@@ -416,6 +432,7 @@ int main(int argc, char **argv)
 	coffer_env_options_init(&eo);
 	eo.flags = COFFER_ENV_CREATE;
 	eo.cache_bytes = cfg.cache_bytes;
+	eo.checkpoint_seconds = cfg.checkpoint_seconds;
 	eo.page_size = cfg.page_size;
 	eo.log_file_size = cfg.log_file_size;
 	eo.circular_logging = cfg.circular_logging;

@@ -244,3 +244,24 @@ def test_listen_conflicts(mk):
                            text=True, timeout=60 * su.SLOW)
         assert p.returncode == 109 and "(COFFER_E_LISTEN)" in p.stderr, p.stderr
     assert os.path.isfile(path)
+
+
+def test_checkpoint_interval(mk, tmp_path):
+    """--checkpoint-interval S: a store with a little new log is checkpointed
+    within S seconds (INFO's checkpoint_lsn moves); a bad value is refused."""
+    d = mk.scratch()
+    cfg = tmp_path / "cofferd.ini"
+    cfg.write_text("[cofferd]\ncheckpoint-interval = 1\n")
+    s = mk(args=["--config", str(cfg)], data="%s/data" % d)
+    r = s.redis()
+    before = r.info("persistence")["checkpoint_lsn"]
+    r.set("k", "v")
+    assert r.info("persistence")["durable_lsn"] != before
+    t0 = time.monotonic()
+    su.wait_for(lambda: r.info("persistence")["checkpoint_lsn"] != before, 15 * su.SLOW,
+                what="a checkpoint within --checkpoint-interval 1")
+    print("checkpoint after %.2f s" % (time.monotonic() - t0))
+    for bad in ("0", "-1", "soon", "86401"):
+        p = subprocess.run([s.cofferd, "--data", d + "/x", "--checkpoint-interval", bad],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 221 and "checkpoint-interval" in p.stderr, (bad, p.stderr)
