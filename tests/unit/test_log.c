@@ -663,28 +663,78 @@ static void test_torn_tail(void **state)
 		in_last++;
 	assert_true(in_last > 10);
 
-	/* Garbage in the middle of the last generation: the log ends there. */
+	/* Garbage in the middle of the last generation, valid records after
+	 * it: damage, not a torn tail (R2). The error names the record and the
+	 * valid one that follows. */
 	unsigned k = 700 - in_last / 2;
-	flip_byte(t, lsns[k] + 20);
 	cf_lsn where;
 	int torn;
+	char msg[sizeof(((coffer_error *)0)->message)], want[64];
+	flip_byte(t, lsns[k] + 8); /* the checksum field */
+	const coffer_error *e = read_expect_error(t, SIG, 0, COFFER_E_LOG_CHECKSUM);
+	assert_int_equal(e->generation, last);
+	assert_int_equal(e->offset, CF_LSN_OFF(lsns[k]));
+	snprintf(msg, sizeof msg, "%s", e->message);
+	assert_non_null(strstr(msg, "not at the end of the log"));
+	snprintf(want, sizeof want, "follows at %010u:%010u", last, CF_LSN_OFF(lsns[k + 1]));
+	assert_non_null(strstr(msg, want));
+	flip_byte(t, lsns[k] + 8); /* undo */
+
+	/* A zeroed sector at a record in the middle: its length 0 is not the
+	 * end of the generation, since valid records follow. */
+	char p[PATH_MAX];
+	uint8_t save[512], zero[512] = {0};
+	gen_path(t, last, p);
+	file_read(p, CF_LSN_OFF(lsns[k]), save, sizeof save);
+	file_write(p, CF_LSN_OFF(lsns[k]), zero, sizeof zero);
+	e = read_expect_error(t, SIG, 0, COFFER_E_LOG_CORRUPT);
+	assert_int_equal(e->generation, last);
+	assert_int_equal(e->offset, CF_LSN_OFF(lsns[k]));
+	assert_non_null(strstr(e->message, "has length 0"));
+	file_write(p, CF_LSN_OFF(lsns[k]), save, sizeof save);
+
+	/* A torn write: the file holds a prefix of record k, then zeroes (or
+	 * bytes that never validate): the log ends there. */
+	uint8_t *tail = calloc(1, MiB);
+	assert_non_null(tail);
+	uint32_t cut = CF_LSN_OFF(lsns[k]) + 30;
+	file_read(p, cut, tail, MiB - cut);
+	static uint8_t zeroes[MiB];
+	file_write(p, cut, zeroes, MiB - cut);
 	assert_int_equal(read_check(t, 0, 0, lsns, 700, &where, &torn), k);
 	assert_true(torn);
 	assert_int_equal(where, lsns[k]);
-	flip_byte(t, lsns[k] + 20); /* undo */
+	uint8_t junk[3000];
+	memset(junk, 0x5a, sizeof junk);
+	file_write(p, cut + 4000, junk, sizeof junk);
+	assert_int_equal(read_check(t, 0, 0, lsns, 700, &where, &torn), k);
+	assert_true(torn);
+	assert_int_equal(where, lsns[k]);
+	file_write(p, cut, tail, MiB - cut); /* undo */
+	free(tail);
 
 	/* An impossible length in the last record. */
-	char p[PATH_MAX];
 	uint8_t b4[4];
-	gen_path(t, last, p);
 	cf_put32(b4, 3);
 	file_write(p, CF_LSN_OFF(lsns[699]), b4, 4);
 	assert_int_equal(read_check(t, 0, 0, lsns, 700, &where, &torn), 699);
 	assert_true(torn);
 	assert_int_equal(where, lsns[699]);
 
-	/* The file cut in the middle of record 698. */
+	/* The file cut in the middle of record 698: no crash leaves a
+	 * generation shorter than its header says (R2a). */
 	assert_int_equal(truncate(p, CF_LSN_OFF(lsns[698]) + 30), 0);
+	e = read_expect_error(t, SIG, 0, COFFER_E_LOG_CORRUPT);
+	assert_int_equal(e->generation, last);
+	assert_int_equal(e->offset, CF_LSN_OFF(lsns[698]));
+	snprintf(msg, sizeof msg, "%s", e->message);
+	assert_non_null(strstr(msg, "cut short"));
+	snprintf(want, sizeof want, "header says %u bytes, the file has %u", MiB,
+		 CF_LSN_OFF(lsns[698]) + 30);
+	assert_non_null(strstr(msg, want));
+
+	/* Back to its full size, zeroes after the cut: a torn tail. */
+	assert_int_equal(truncate(p, MiB), 0);
 	assert_int_equal(read_check(t, 0, 0, lsns, 700, &where, &torn), 698);
 	assert_true(torn);
 	assert_int_equal(where, lsns[698]);
