@@ -15,20 +15,23 @@
  *     later one does: COFFER_E_LOG_GAP. Otherwise this is the clean end.
  *  R2 A bad record (length out of bounds, checksum mismatch, unknown type)
  *     is a torn write from a crash only if it is the tail of the log: it
- *     lies in the last generation present and no record after it in that
- *     file is valid (checksummed at its own position, hence written by
+ *     lies in the last generation present and no COMMIT record after it in
+ *     that file is valid (checksummed at its own position, hence written by
  *     this generation after the bad one). The log then ends there
  *     (cf_log_reader_torn() says so and where). Otherwise it is damage:
  *     COFFER_E_LOG_CHECKSUM or COFFER_E_LOG_CORRUPT naming the generation
- *     and offset, and, in the last generation, the valid record that
- *     follows. Why this is sound: a crash can only tear the last write
- *     (the writer syncs each write before the next one, I2 and I7 in
- *     log.c), and beyond it the file holds zeroes (I3), so after a torn
- *     write no valid record follows; in any other generation the writer
- *     had synced the whole file before starting the next (I2). The same
- *     holds for the zero length that ends a file: in the last generation
- *     the rest of the file is scanned too, so a zeroed sector in the middle
- *     of the data is damage, not the end.
+ *     and offset, and, in the last generation, the COMMIT that follows: a
+ *     commit recovery would drop, maybe acknowledged. Why this is sound: a
+ *     crash can only tear the last write (the writer syncs each write
+ *     before the next one, I2 and I7 in log.c), and beyond it the file
+ *     holds zeroes (I3), so after a torn write nothing valid follows; in
+ *     any other generation the writer had synced the whole file before
+ *     starting the next (I2). Only COMMITs count: valid records of a batch
+ *     without its COMMIT lose nothing acknowledged, and they do follow
+ *     zeroes when a crash interrupts cf_log_open() zeroing a long batch cut
+ *     by an earlier crash. The same holds for the zero length that ends a
+ *     file: in the last generation the rest of the file is scanned too, so
+ *     a zeroed sector in the middle of the records is damage, not the end.
  *  R2a A generation file shorter than the size in its own header is damage
  *     wherever it is (COFFER_E_LOG_CORRUPT naming the file, the generation,
  *     both sizes): a file is created at its full size before it gets its
@@ -415,10 +418,10 @@ static int fetch(cf_log_reader *r, uint64_t off, size_t n, uint8_t **p)
 }
 
 /*
- * The first record after offset FROM of the current generation that is valid
- * at its own position (length inside the file, checksum seeded with its LSN,
- * known type), into *FOUND; 0 if there is none (R2). Reads the rest of the
- * file once; stale or torn bytes never validate (the LSN seed).
+ * The first COMMIT record after offset FROM of the current generation that
+ * is valid at its own position (length inside the file, checksum seeded with
+ * its LSN), into *FOUND; 0 if there is none (R2). Reads the rest of the file
+ * once; stale or torn bytes never validate (the LSN seed).
  */
 static int later_record(cf_log_reader *r, uint64_t from, uint64_t *found)
 {
@@ -430,8 +433,8 @@ static int later_record(cf_log_reader *r, uint64_t from, uint64_t *found)
 		CF_RET(fetch(r, pos, CF_LOG_REC_HDR, &p));
 		uint32_t len = cf_get32(p + CF_LOG_R_LEN);
 		uint16_t type = cf_get16(p + CF_LOG_R_TYPE);
-		if (len < CF_LOG_REC_HDR || len > fsize - pos || pos + len > r->size ||
-		    type < CF_LOG_TYPE_MIN || type > CF_LOG_TYPE_MAX)
+		if (type != CF_LOG_COMMIT || len < CF_LOG_REC_HDR || len > fsize - pos ||
+		    pos + len > r->size)
 			continue;
 		CF_RET(fetch(r, pos, len, &p));
 		uint64_t stored = cf_get64(p + CF_LOG_R_CHECKSUM);
@@ -488,9 +491,9 @@ static int bad_record(cf_log_reader *r, int code, const char *why)
 		}
 		CF_ERROR(code, CF_OBJ(.file = r->path, CF_GEN(r->gen), CF_OFF(r->off)),
 			 "log record at %010u:%010u (generation %u, offset %u of %s) %s; it is not "
-			 "at the end of the log: a valid record of the same generation follows at "
-			 "%010u:%010u, so this is damage, not a write torn by a crash, and the "
-			 "records after it (maybe of acknowledged commits) cannot be replayed",
+			 "at the end of the log: a valid COMMIT record of the same generation "
+			 "follows at %010u:%010u, so this is damage, not a write torn by a crash, "
+			 "and the commits after it (maybe acknowledged) cannot be replayed",
 			 r->gen, r->off, r->gen, r->off, r->path, why, r->gen, (uint32_t)later);
 		return reader_fail(r, code);
 	}
@@ -534,10 +537,10 @@ static int gen_end(cf_log_reader *r, int zero)
 			CF_ERROR(COFFER_E_LOG_CORRUPT,
 				 CF_OBJ(.file = r->path, CF_GEN(r->gen), CF_OFF(r->off)),
 				 "log record at %010u:%010u (generation %u, offset %u of %s) has length "
-				 "0, the mark that ends a generation, but a valid record of the same "
-				 "generation follows at %010u:%010u; it is not at the end of the log: "
-				 "the log is damaged (zeroed), and the records after it (maybe of "
-				 "acknowledged commits) cannot be replayed",
+				 "0, the mark that ends a generation, but a valid COMMIT record of the "
+				 "same generation follows at %010u:%010u; it is not at the end of the "
+				 "log: the log is damaged (zeroed), and the commits after it (maybe "
+				 "acknowledged) cannot be replayed",
 				 r->gen, r->off, r->gen, r->off, r->path, r->gen, (uint32_t)later);
 			return reader_fail(r, COFFER_E_LOG_CORRUPT);
 		}
