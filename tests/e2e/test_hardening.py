@@ -638,16 +638,16 @@ def test_damaged_log_record_not_at_the_end(stores, tmp_path, coffer_bin, cofferd
 
 
 def test_damaged_log_record_in_the_last_generation(stores, tmp_path, coffer_bin, cofferd_bin):
-    """A damaged record with valid records after it in the last generation
+    """A damaged record with valid COMMITs after it in the last generation
     is damage, not a torn tail (log_read.c R2): cofferd refuses to start and
-    names the record and the valid one after it (event 1002), dump and
+    names the record and the COMMIT after it (event 1002), dump and
     recover say the same, and recover --until at the record accepts the
     loss explicitly."""
     data, acked = copy_store(stores, "killed", str(tmp_path / "d"))
     recs = log_records(coffer_bin, data)
     last = max(g for g, _, _ in recs)
     gen, off, _ = middle_record(recs, last)
-    nxt = [o for g, o, _ in recs if g == gen and o > off][0]
+    nxt = [o for g, o, t in recs if g == gen and o > off and t == "COMMIT"][0]
     path = os.path.join(data, "log", "%010d.log" % gen)
     flip(path, off + 20)
     s, fail = start_or_fail(cofferd_bin, data, str(tmp_path / "s.sock"))
