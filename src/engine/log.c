@@ -51,11 +51,11 @@
  *     everything before its start is. A crash therefore tears only the last
  *     write: after it the file holds what that write left (a part of it)
  *     and zeroes (I3), never a valid record after an invalid one. So a bad
- *     record followed by a valid one in the same generation is damage, not
- *     a crash (log_read.c R2). A power loss may persist the sectors of that
- *     one write out of order; then a valid but never acknowledged record
- *     can follow a hole, and recovery refuses to guess (see docs/design.md,
- *     "The end of the log").
+ *     record followed by a valid COMMIT in the same generation is damage,
+ *     not a crash (log_read.c R2). A power loss may persist the sectors of
+ *     that one write out of order; then a valid but never acknowledged
+ *     record can follow a hole, and recovery refuses to guess (see
+ *     docs/design.md, "The end of the log").
  *
  * ---- Concurrency ----
  *
