@@ -45,6 +45,17 @@
  *     reopened and recovery has found the real end. A failure to create the
  *     next generation before its rename (disk full) changes nothing on disk
  *     and is returned as is, not sticky.
+ *  I7 Every write of the buffer is fdatasynced before the next write starts
+ *     (flush rounds, rolls, and a buffer written out because it is full), so
+ *     at any time at most one write to the log is not durable, and
+ *     everything before its start is. A crash therefore tears only the last
+ *     write: after it the file holds what that write left (a part of it)
+ *     and zeroes (I3), never a valid record after an invalid one. So a bad
+ *     record followed by a valid COMMIT in the same generation is damage,
+ *     not a crash (log_read.c R2). A power loss may persist the sectors of
+ *     that one write out of order; then a valid but never acknowledged
+ *     record can follow a hole, and recovery refuses to guess (see
+ *     docs/design.md, "The end of the log").
  *
  * ---- Concurrency ----
  *
@@ -66,7 +77,8 @@
  * `cur_start` to `cur_start + cur_len`; everything before `cur_start` has
  * been written (pwrite), everything before `durable` also synced. A record
  * bigger than the free space is copied in pieces, writing the buffer out
- * whenever it is full (write-through), so the buffer never grows.
+ * and syncing it whenever it is full (write-through, I7), so the buffer
+ * never grows.
  *
  * Group commit (cf_log_flush, leader/follower): a caller whose LSN is not
  * durable and finds the io role free becomes the leader of a flush round: it
@@ -691,9 +703,10 @@ static int buf_put(cf_log *log, const void *src, size_t n)
 		if (room == 0) {
 			CF_RET(io_acquire(log));
 			int rc = COFFER_OK;
-			/* While we waited, a flush may have taken the buffer. */
+			/* While we waited, a flush may have taken the buffer.
+			 * Synced at once (I7): no two unsynced writes. */
 			if (log->cur_len == CF_LOG_BUF)
-				rc = io_write(log, 0);
+				rc = io_write(log, 1);
 			io_release(log);
 			CF_RET(rc);
 			continue;

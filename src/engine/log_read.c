@@ -14,11 +14,29 @@
  *     (prev end), else COFFER_E_LOG_MISMATCH. If it does not exist but a
  *     later one does: COFFER_E_LOG_GAP. Otherwise this is the clean end.
  *  R2 A bad record (length out of bounds, checksum mismatch, unknown type)
- *     in the last generation present is a torn write from a crash: the log
- *     ends there (cf_log_reader_torn() says so and where). In any other
- *     generation the writer had synced the whole file before starting the
- *     next (I2), so it is damage: COFFER_E_LOG_CHECKSUM or
- *     COFFER_E_LOG_CORRUPT naming the generation and offset.
+ *     is a torn write from a crash only if it is the tail of the log: it
+ *     lies in the last generation present and no COMMIT record after it in
+ *     that file is valid (checksummed at its own position, hence written by
+ *     this generation after the bad one). The log then ends there
+ *     (cf_log_reader_torn() says so and where). Otherwise it is damage:
+ *     COFFER_E_LOG_CHECKSUM or COFFER_E_LOG_CORRUPT naming the generation
+ *     and offset, and, in the last generation, the COMMIT that follows: a
+ *     commit recovery would drop, maybe acknowledged. Why this is sound: a
+ *     crash can only tear the last write (the writer syncs each write
+ *     before the next one, I2 and I7 in log.c), and beyond it the file
+ *     holds zeroes (I3), so after a torn write nothing valid follows; in
+ *     any other generation the writer had synced the whole file before
+ *     starting the next (I2). Only COMMITs count: valid records of a batch
+ *     without its COMMIT lose nothing acknowledged, and they do follow
+ *     zeroes when a crash interrupts cf_log_open() zeroing a long batch cut
+ *     by an earlier crash. The same holds for the zero length that ends a
+ *     file: in the last generation the rest of the file is scanned too, so
+ *     a zeroed sector in the middle of the records is damage, not the end.
+ *  R2a A generation file shorter than the size in its own header is damage
+ *     wherever it is (COFFER_E_LOG_CORRUPT naming the file, the generation,
+ *     both sizes): a file is created at its full size before it gets its
+ *     name (I1), so no crash leaves one short. It is reported when the
+ *     reader reaches the cut or the end of the generation's records.
  *  R3 Every generation read must carry the expected signature and its own
  *     generation number in its header (COFFER_E_LOG_MISMATCH).
  *  R4 Errors are sticky: once next() failed, it fails the same way again.
@@ -400,19 +418,84 @@ static int fetch(cf_log_reader *r, uint64_t off, size_t n, uint8_t **p)
 }
 
 /*
+ * The first COMMIT record after offset FROM of the current generation that
+ * is valid at its own position (length inside the file, checksum seeded with
+ * its LSN), into *FOUND; 0 if there is none (R2). Reads the rest of the file
+ * once; stale or torn bytes never validate (the LSN seed).
+ */
+static int later_record(cf_log_reader *r, uint64_t from, uint64_t *found)
+{
+	uint64_t fsize = r->hdr.file_size;
+	*found = 0;
+	for (uint64_t pos = CF_LOG_ALIGN_UP(from); pos + CF_LOG_REC_HDR <= r->size;
+	     pos += CF_LOG_ALIGN) {
+		uint8_t *p;
+		CF_RET(fetch(r, pos, CF_LOG_REC_HDR, &p));
+		uint32_t len = cf_get32(p + CF_LOG_R_LEN);
+		uint16_t type = cf_get16(p + CF_LOG_R_TYPE);
+		if (type != CF_LOG_COMMIT || len < CF_LOG_REC_HDR || len > fsize - pos ||
+		    pos + len > r->size)
+			continue;
+		CF_RET(fetch(r, pos, len, &p));
+		uint64_t stored = cf_get64(p + CF_LOG_R_CHECKSUM);
+		if (stored == cf_log_rec_checksum(CF_LSN(r->gen, pos), p, p + CF_LOG_REC_HDR,
+						  len - CF_LOG_REC_HDR, NULL, 0)) {
+			*found = pos;
+			return COFFER_OK;
+		}
+	}
+	return COFFER_OK;
+}
+
+/* The current generation is shorter than its header says (R2a); the reader
+ * needed the bytes at its position or stopped there. WHAT says where. */
+static int cut_short(cf_log_reader *r, const char *what)
+{
+	int last = highest_gen(r->dir) <= r->gen;
+	CF_ERROR(COFFER_E_LOG_CORRUPT, CF_OBJ(.file = r->path, CF_GEN(r->gen), CF_OFF(r->off)),
+		 "log generation %u (%s) is cut short: its header says %u bytes, the file has "
+		 "%llu; %s%s. A generation file is created at its full size, so no crash leaves "
+		 "it shorter: the log is damaged",
+		 r->gen, r->path, r->hdr.file_size, (unsigned long long)r->size, what,
+		 last ? ", and any records after the cut (maybe of acknowledged commits) are lost"
+		      : "; it is not at the end of the log");
+	return reader_fail(r, COFFER_E_LOG_CORRUPT);
+}
+
+/*
  * A bad record at the reader's position (R2): the torn end of the log if this
- * is the last generation, else damage. WHY says what is wrong with it.
+ * is the last generation and no valid record follows it, else damage. WHY
+ * says what is wrong with it.
  */
 static int bad_record(cf_log_reader *r, int code, const char *why)
 {
 	cf_lsn at = CF_LSN(r->gen, r->off);
+	if (r->size < r->hdr.file_size) {
+		char what[220];
+		snprintf(what, sizeof what, "the record at offset %u %s", r->off, why);
+		return cut_short(r, what);
+	}
 	if (highest_gen(r->dir) <= r->gen) {
-		r->state = RS_END;
-		r->torn = 1;
-		r->end_at = at;
-		return CF_ERROR(COFFER_E_NOT_FOUND, CF_OBJ(.file = r->path, CF_GEN(r->gen), CF_OFF(r->off)),
-				"the log ends in a torn record at %010u:%010u (%s)", r->gen, r->off,
-				why);
+		uint64_t later;
+		int rc = later_record(r, (uint64_t)r->off + CF_LOG_ALIGN, &later);
+		if (rc != COFFER_OK)
+			return reader_fail(r, rc);
+		if (later == 0) {
+			r->state = RS_END;
+			r->torn = 1;
+			r->end_at = at;
+			return CF_ERROR(COFFER_E_NOT_FOUND,
+					CF_OBJ(.file = r->path, CF_GEN(r->gen), CF_OFF(r->off)),
+					"the log ends in a torn record at %010u:%010u (%s)", r->gen,
+					r->off, why);
+		}
+		CF_ERROR(code, CF_OBJ(.file = r->path, CF_GEN(r->gen), CF_OFF(r->off)),
+			 "log record at %010u:%010u (generation %u, offset %u of %s) %s; it is not "
+			 "at the end of the log: a valid COMMIT record of the same generation "
+			 "follows at %010u:%010u, so this is damage, not a write torn by a crash, "
+			 "and the commits after it (maybe acknowledged) cannot be replayed",
+			 r->gen, r->off, r->gen, r->off, r->path, why, r->gen, (uint32_t)later);
+		return reader_fail(r, code);
 	}
 	CF_ERROR(code, CF_OBJ(.file = r->path, CF_GEN(r->gen), CF_OFF(r->off)),
 		 "log record at %010u:%010u (generation %u, offset %u of %s) %s; it is not at the "
@@ -421,11 +504,17 @@ static int bad_record(cf_log_reader *r, int code, const char *why)
 	return reader_fail(r, code);
 }
 
-/* The end of the current generation at the reader's position (R1). */
-static int gen_end(cf_log_reader *r)
+/* The end of the current generation at the reader's position (R1). ZERO:
+ * ended by a zero length, not by the end of the file. */
+static int gen_end(cf_log_reader *r, int zero)
 {
 	cf_lsn at = CF_LSN(r->gen, r->off);
 	int rc;
+	if (r->size < r->hdr.file_size) {
+		char what[64];
+		snprintf(what, sizeof what, "its records end at offset %u", r->off);
+		return cut_short(r, what);
+	}
 	if (r->gen < CF_LOG_GEN_MAX && gen_exists(r->dir, r->gen + 1)) {
 		rc = open_gen(r, r->gen + 1, at);
 		return rc == COFFER_OK ? COFFER_OK : reader_fail(r, rc);
@@ -437,6 +526,24 @@ static int gen_end(cf_log_reader *r)
 			 "and generation %u is present",
 			 r->gen + 1, r->dir, r->gen, r->gen, r->off, hi);
 		return reader_fail(r, COFFER_E_LOG_GAP);
+	}
+	if (zero) {
+		/* The last generation: zeroes up to the end of the file (I3),
+		 * unless a sector in the middle of the records was zeroed (R2). */
+		uint64_t later;
+		if ((rc = later_record(r, (uint64_t)r->off + CF_LOG_ALIGN, &later)) != COFFER_OK)
+			return reader_fail(r, rc);
+		if (later) {
+			CF_ERROR(COFFER_E_LOG_CORRUPT,
+				 CF_OBJ(.file = r->path, CF_GEN(r->gen), CF_OFF(r->off)),
+				 "log record at %010u:%010u (generation %u, offset %u of %s) has length "
+				 "0, the mark that ends a generation, but a valid COMMIT record of the "
+				 "same generation follows at %010u:%010u; it is not at the end of the "
+				 "log: the log is damaged (zeroed), and the commits after it (maybe "
+				 "acknowledged) cannot be replayed",
+				 r->gen, r->off, r->gen, r->off, r->path, r->gen, (uint32_t)later);
+			return reader_fail(r, COFFER_E_LOG_CORRUPT);
+		}
 	}
 	r->state = RS_END;
 	r->torn = 0;
@@ -470,23 +577,22 @@ int cf_log_reader_next(cf_log_reader *r, cf_log_rec *rec)
 		}
 		uint64_t off = r->off, fsize = r->hdr.file_size;
 		if (fsize - off < CF_LOG_REC_HDR) {
-			rc = gen_end(r);
+			rc = gen_end(r, 0);
 			if (rc != COFFER_OK)
 				return rc;
 			continue;
 		}
 		if (off + CF_LOG_REC_HDR > r->size) {
-			snprintf(why, sizeof why,
-				 "lies beyond the end of the file: the file has %llu of its %llu bytes",
-				 (unsigned long long)r->size, (unsigned long long)fsize);
-			return bad_record(r, COFFER_E_LOG_CORRUPT, why);
+			snprintf(why, sizeof why, "the next record, at offset %llu, lies beyond the cut",
+				 (unsigned long long)off);
+			return cut_short(r, why);
 		}
 		if ((rc = fetch(r, off, CF_LOG_REC_HDR, &p)) != COFFER_OK)
 			return reader_fail(r, rc);
 		uint32_t len = cf_get32(p + CF_LOG_R_LEN);
 		uint16_t type = cf_get16(p + CF_LOG_R_TYPE), flags = cf_get16(p + CF_LOG_R_FLAGS);
 		if (len == 0) {
-			rc = gen_end(r);
+			rc = gen_end(r, 1);
 			if (rc != COFFER_OK)
 				return rc;
 			continue;
@@ -498,9 +604,9 @@ int cf_log_reader_next(cf_log_reader *r, cf_log_rec *rec)
 		}
 		if (off + len > r->size) {
 			snprintf(why, sizeof why,
-				 "of %u bytes extends beyond the end of the file (%llu of %llu bytes present)",
-				 len, (unsigned long long)r->size, (unsigned long long)fsize);
-			return bad_record(r, COFFER_E_LOG_CORRUPT, why);
+				 "the record of %u bytes at offset %llu extends beyond the cut", len,
+				 (unsigned long long)off);
+			return cut_short(r, why);
 		}
 		if ((rc = fetch(r, off, len, &p)) != COFFER_OK)
 			return reader_fail(r, rc);

@@ -8,7 +8,9 @@
  * already holding the change is skipped). A page that fails its checksum is
  * repaired by a full image; a diff against a damaged page is an error naming
  * the page and the record. Replay can stop early at a time or LSN
- * (point-in-time recovery, coffer recover --until).
+ * (point-in-time recovery, coffer recover --until). A damaged log record
+ * (not a torn tail, log_read.c R2) fails recovery, naming it, unless it lies
+ * at or after an LSN target: then the target is reached before it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +150,22 @@ static int apply_batch(coffer_env *env, struct batch *b, cf_lsn version,
 	return COFFER_OK;
 }
 
+/*
+ * A damaged record or a generation cut short (the reader's RC) at or after
+ * the point-in-time target (coffer recover --until GEN:OFFSET): every commit
+ * that ends at or before the target lies before the damage and was read,
+ * so the target is reached. This is how an operator accepts losing the
+ * records after a damaged one (log_read.c R2).
+ */
+static int damage_after_target(coffer_env *env, int rc)
+{
+	const coffer_error *e = coffer_error_last();
+	if ((rc != COFFER_E_LOG_CHECKSUM && rc != COFFER_E_LOG_CORRUPT) || !env->opts.until_lsn ||
+	    e->generation == COFFER_NONE || e->offset == COFFER_NONE)
+		return 0;
+	return CF_LSN((uint32_t)e->generation, (uint32_t)e->offset) >= env->opts.until_lsn;
+}
+
 int cf_recover(coffer_env *env, cf_lsn redo, struct cf_recovery_result *res)
 {
 	memset(res, 0, sizeof *res);
@@ -166,8 +184,17 @@ int cf_recover(coffer_env *env, cf_lsn redo, struct cf_recovery_result *res)
 			rc = COFFER_OK;
 			break;
 		}
-		if (rc)
+		if (rc) {
+			if (damage_after_target(env, rc)) {
+				/* Every commit up to the target was replayed:
+				 * the operator chose to lose the rest. */
+				coffer_error_clear();
+				rc = COFFER_OK;
+				res->stopped_early = 1;
+				goto done;
+			}
 			goto err;
+		}
 		switch (rec.type) {
 		case CF_LOG_COMMIT: {
 			uint64_t txn;

@@ -639,25 +639,44 @@ def test_damaged_log_record_not_at_the_end(stores, tmp_path, coffer_bin, cofferd
     reliability("corruption", object="log record (middle of the log)", detected=True, named=True)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a damaged record in the middle of the LAST log "
-                   "generation is taken for a torn tail; recovery drops every later acknowledged "
-                   "commit and says they were never acknowledged (log_read.c / recovery.c)")
 def test_damaged_log_record_in_the_last_generation(stores, tmp_path, coffer_bin, cofferd_bin):
+    """A damaged record with valid COMMITs after it in the last generation
+    is damage, not a torn tail (log_read.c R2): cofferd refuses to start and
+    names the record and the COMMIT after it (event 1002), dump and
+    recover say the same, and recover --until at the record accepts the
+    loss explicitly."""
     data, acked = copy_store(stores, "killed", str(tmp_path / "d"))
     recs = log_records(coffer_bin, data)
     last = max(g for g, _, _ in recs)
     gen, off, _ = middle_record(recs, last)
-    flip(os.path.join(data, "log", "%010d.log" % gen), off + 20)
-    reliability("corruption", object="log record (middle of the last generation)", detected=False,
-                named=True, silent_loss=True)
+    nxt = [o for g, o, t in recs if g == gen and o > off and t == "COMMIT"][0]
+    path = os.path.join(data, "log", "%010d.log" % gen)
+    flip(path, off + 20)
     s, fail = start_or_fail(cofferd_bin, data, str(tmp_path / "s.sock"))
-    if s is None:  # refusing to start, naming the record, is right
-        named_error(fail, CODES["LOG_CHECKSUM"], "generation %d, offset %d" % (gen, off))
-        return
-    try:
-        check_all(s.redis(), acked)  # or every acknowledged commit is there
-    finally:
+    if s is not None:
         s.stop()
+    assert s is None, "cofferd started on a log damaged in the middle of its last generation"
+    named_error(fail, CODES["LOG_CHECKSUM"], path, "generation %d, offset %d" % (gen, off),
+                "generation=%d offset=%d" % (gen, off), "not at the end of the log",
+                "follows at %010d:%010d" % (gen, nxt))
+    ev = events(coffer_bin, data, 1002)
+    assert ev and ev[-1]["fields"]["CODE_NAME"] == "COFFER_E_LOG_CHECKSUM", ev
+    d = coffer(coffer_bin, "dump", "logs", data)
+    named_error(d, CODES["LOG_CHECKSUM"], "generation %d, offset %d" % (gen, off))
+    r = coffer(coffer_bin, "recover", data)
+    named_error(r, CODES["LOG_CHECKSUM"], "generation %d, offset %d" % (gen, off))
+    reliability("corruption", object="log record (middle of the last generation)", detected=True,
+                named=True)
+    # The operator's way out: recover up to the damaged record, losing the rest.
+    r = coffer(coffer_bin, "recover", "--until", "%d:%d" % (gen, off), data)
+    assert r.rc == 0, r
+    s = su.Server(cofferd_bin, data, sock=str(tmp_path / "s2.sock"))
+    try:
+        keys = sorted(acked)  # committed in this order
+        assert all(s.redis().get(k) == acked[k] for k in keys[:100])
+        assert s.redis().get(keys[-1]) is None  # after the damaged record
+    finally:
+        assert s.stop() == 0
 
 
 def test_damaged_last_record_is_a_torn_tail(stores, tmp_path, coffer_bin, cofferd_bin):
@@ -695,25 +714,30 @@ def test_log_generation_cut_short(stores, tmp_path, coffer_bin, cofferd_bin):
     reliability("corruption", object="log generation truncated (not the last)", detected=True, named=True)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: the last log generation cut short (shorter than "
-                   "the size in its own header) is taken for a torn tail; the acknowledged commits "
-                   "after the cut are dropped without an error (log_read.c)")
 def test_last_log_generation_cut_short(stores, tmp_path, coffer_bin, cofferd_bin):
+    """A generation is created at its full size before it is named, so one
+    shorter than its header says is damage even when it is the last
+    (log_read.c R2a), not a torn tail."""
     data, acked = copy_store(stores, "killed", str(tmp_path / "d"))
     recs = log_records(coffer_bin, data)
     last = max(g for g, _, _ in recs)
     gen, off, _ = middle_record(recs, last)
-    os.truncate(os.path.join(data, "log", "%010d.log" % gen), off + 100)
-    reliability("corruption", object="last log generation truncated", detected=False, named=True,
-                silent_loss=True)
+    path = os.path.join(data, "log", "%010d.log" % gen)
+    size = os.path.getsize(path)
+    os.truncate(path, off + 100)
     s, fail = start_or_fail(cofferd_bin, data, str(tmp_path / "s.sock"))
-    if s is None:
-        named_error(fail, CODES["LOG_CORRUPT"], "generation=%d" % gen)
-        return
-    try:
-        check_all(s.redis(), acked)
-    finally:
+    if s is not None:
         s.stop()
+    assert s is None, "cofferd started on a last log generation cut short"
+    named_error(fail, CODES["LOG_CORRUPT"], path, "generation=%d" % gen, "cut short",
+                "its header says %d bytes, the file has %d" % (size, off + 100))
+    ev = events(coffer_bin, data, 1002)
+    assert ev and ev[-1]["fields"]["CODE_NAME"] == "COFFER_E_LOG_CORRUPT", ev
+    d = coffer(coffer_bin, "dump", "logs", data)
+    named_error(d, CODES["LOG_CORRUPT"], path, "cut short")
+    r = coffer(coffer_bin, "recover", data)
+    named_error(r, CODES["LOG_CORRUPT"], path, "cut short")
+    reliability("corruption", object="last log generation truncated", detected=True, named=True)
 
 
 def test_damaged_log_header(stores, tmp_path, coffer_bin, cofferd_bin):

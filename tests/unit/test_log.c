@@ -663,28 +663,65 @@ static void test_torn_tail(void **state)
 		in_last++;
 	assert_true(in_last > 10);
 
-	/* Garbage in the middle of the last generation: the log ends there. */
+	/* Garbage in the middle of the last generation, only records of no
+	 * commit (NOOPs) after it: nothing acknowledged can be lost, so this
+	 * is taken for a torn tail (R2; test_damage_in_last_generation has
+	 * COMMITs after the damage). */
 	unsigned k = 700 - in_last / 2;
-	flip_byte(t, lsns[k] + 20);
 	cf_lsn where;
 	int torn;
+	char msg[sizeof(((coffer_error *)0)->message)], want[64];
+	flip_byte(t, lsns[k] + 20);
 	assert_int_equal(read_check(t, 0, 0, lsns, 700, &where, &torn), k);
 	assert_true(torn);
 	assert_int_equal(where, lsns[k]);
 	flip_byte(t, lsns[k] + 20); /* undo */
 
-	/* An impossible length in the last record. */
 	char p[PATH_MAX];
-	uint8_t b4[4];
 	gen_path(t, last, p);
+	const coffer_error *e;
+	/* A torn write: the file holds a prefix of record k, then zeroes (or
+	 * bytes that never validate): the log ends there. */
+	uint8_t *tail = calloc(1, MiB);
+	assert_non_null(tail);
+	uint32_t cut = CF_LSN_OFF(lsns[k]) + 30;
+	file_read(p, cut, tail, MiB - cut);
+	static uint8_t zeroes[MiB];
+	file_write(p, cut, zeroes, MiB - cut);
+	assert_int_equal(read_check(t, 0, 0, lsns, 700, &where, &torn), k);
+	assert_true(torn);
+	assert_int_equal(where, lsns[k]);
+	uint8_t junk[3000];
+	memset(junk, 0x5a, sizeof junk);
+	file_write(p, cut + 4000, junk, sizeof junk);
+	assert_int_equal(read_check(t, 0, 0, lsns, 700, &where, &torn), k);
+	assert_true(torn);
+	assert_int_equal(where, lsns[k]);
+	file_write(p, cut, tail, MiB - cut); /* undo */
+	free(tail);
+
+	/* An impossible length in the last record. */
+	uint8_t b4[4];
 	cf_put32(b4, 3);
 	file_write(p, CF_LSN_OFF(lsns[699]), b4, 4);
 	assert_int_equal(read_check(t, 0, 0, lsns, 700, &where, &torn), 699);
 	assert_true(torn);
 	assert_int_equal(where, lsns[699]);
 
-	/* The file cut in the middle of record 698. */
+	/* The file cut in the middle of record 698: no crash leaves a
+	 * generation shorter than its header says (R2a). */
 	assert_int_equal(truncate(p, CF_LSN_OFF(lsns[698]) + 30), 0);
+	e = read_expect_error(t, SIG, 0, COFFER_E_LOG_CORRUPT);
+	assert_int_equal(e->generation, last);
+	assert_int_equal(e->offset, CF_LSN_OFF(lsns[698]));
+	snprintf(msg, sizeof msg, "%s", e->message);
+	assert_non_null(strstr(msg, "cut short"));
+	snprintf(want, sizeof want, "header says %u bytes, the file has %u", MiB,
+		 CF_LSN_OFF(lsns[698]) + 30);
+	assert_non_null(strstr(msg, want));
+
+	/* Back to its full size, zeroes after the cut: a torn tail. */
+	assert_int_equal(truncate(p, MiB), 0);
 	assert_int_equal(read_check(t, 0, 0, lsns, 700, &where, &torn), 698);
 	assert_true(torn);
 	assert_int_equal(where, lsns[698]);
@@ -698,6 +735,98 @@ static void test_torn_tail(void **state)
 	assert_int_equal(read_check(t, 0, 0, lsns, 700, &where, &torn), 700);
 	assert_false(torn);
 }
+
+/* Batches {NOOP, COMMIT} as a store writes them: damage in the middle of
+ * the last generation with COMMITs after it is damage, not a torn tail. */
+#define NB 900 /* batches: about 2 MB, 2 generations and more */
+static void test_damage_in_last_generation(void **state)
+{
+	struct t *t = *state;
+	static cf_lsn lsns[2 * NB];
+	cf_log *log = new_log(t, MiB);
+	static uint8_t buf[3000];
+	for (unsigned i = 0; i < NB; i++) {
+		uint8_t commit[CF_LOG_COMMIT_LEN];
+		fill(buf, sizeof buf, i);
+		cf_log_encode_commit(commit, i + 1, 1000 + i);
+		cf_log_in in[2] = {{.type = CF_LOG_NOOP, .p1 = buf, .n1 = 1000 + (i * 7) % 2000},
+				   {.type = CF_LOG_COMMIT, .p1 = commit, .n1 = sizeof commit}};
+		assert_int_equal(cf_log_append(log, in, 2, &lsns[2 * i], NULL), COFFER_OK);
+		assert_int_equal(cf_log_flush(log, CF_LSN_MAX), COFFER_OK);
+	}
+	assert_int_equal(cf_log_close(log), COFFER_OK);
+	uint32_t last = CF_LSN_GEN(lsns[2 * NB - 1]);
+	assert_true(last >= 2);
+	unsigned in_last = 0;
+	while (CF_LSN_GEN(lsns[2 * NB - 1 - in_last]) == last)
+		in_last++;
+	assert_true(in_last > 20);
+	unsigned k = 2 * NB - in_last / 2;
+	k &= ~1u; /* a NOOP, its COMMIT next */
+	assert_int_equal(CF_LSN_GEN(lsns[k]), last);
+	char p[PATH_MAX], want[64];
+	gen_path(t, last, p);
+
+	/* A flipped checksum: the error names the record and the COMMIT after it. */
+	flip_byte(t, lsns[k] + 8);
+	const coffer_error *e = read_expect_error(t, SIG, 0, COFFER_E_LOG_CHECKSUM);
+	assert_int_equal(e->generation, last);
+	assert_int_equal(e->offset, CF_LSN_OFF(lsns[k]));
+	assert_non_null(strstr(e->message, "not at the end of the log"));
+	snprintf(want, sizeof want, "follows at %010u:%010u", last, CF_LSN_OFF(lsns[k + 1]));
+	assert_non_null(strstr(e->message, want));
+	flip_byte(t, lsns[k] + 8); /* undo */
+
+	/* An impossible length, valid COMMITs after it. */
+	uint8_t save[512], b4[4];
+	file_read(p, CF_LSN_OFF(lsns[k]), save, sizeof save);
+	cf_put32(b4, 3);
+	file_write(p, CF_LSN_OFF(lsns[k]), b4, 4);
+	e = read_expect_error(t, SIG, 0, COFFER_E_LOG_CORRUPT);
+	assert_int_equal(e->offset, CF_LSN_OFF(lsns[k]));
+	assert_non_null(strstr(e->message, "impossible length"));
+
+	/* A zeroed sector at a record: its length 0 is not the end of the
+	 * generation, since valid COMMITs follow. */
+	static const uint8_t zero[512];
+	file_write(p, CF_LSN_OFF(lsns[k]), zero, sizeof zero);
+	e = read_expect_error(t, SIG, 0, COFFER_E_LOG_CORRUPT);
+	assert_int_equal(e->generation, last);
+	assert_int_equal(e->offset, CF_LSN_OFF(lsns[k]));
+	assert_non_null(strstr(e->message, "has length 0"));
+	file_write(p, CF_LSN_OFF(lsns[k]), save, sizeof save);
+
+	/* Still whole: every record, a clean end. */
+	cf_log_reader *r;
+	cf_log_rec rec;
+	unsigned n = 0;
+	assert_int_equal(cf_log_reader_open(&r, t->logdir, SIG, 0), COFFER_OK);
+	while (cf_log_reader_next(r, &rec) == COFFER_OK) {
+		assert_true(n < 2 * NB);
+		assert_int_equal(rec.lsn, lsns[n]);
+		n++;
+	}
+	assert_int_equal(n, 2 * NB);
+	cf_lsn where;
+	assert_int_equal(cf_log_reader_torn(r, &where), 0);
+	cf_log_reader_close(r);
+
+	/* A torn last write: the last batches cut inside record k, zeroes
+	 * after it. The log ends in a torn record there. */
+	uint32_t cut = CF_LSN_OFF(lsns[k]) + 700;
+	assert_int_equal(truncate(p, cut), 0);
+	assert_int_equal(truncate(p, MiB), 0);
+	assert_int_equal(cf_log_reader_open(&r, t->logdir, SIG, 0), COFFER_OK);
+	n = 0;
+	while (cf_log_reader_next(r, &rec) == COFFER_OK)
+		n++;
+	assert_int_equal(n, k);
+	assert_int_equal(cf_log_reader_torn(r, &where), 1);
+	assert_int_equal(where, lsns[k]);
+	cf_log_reader_close(r);
+}
+
+#undef NB
 
 static void test_damage_not_at_end(void **state)
 {
@@ -1016,6 +1145,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_discards_later, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen_zeroes_tail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_damage_in_last_generation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damage_not_at_end, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_and_gap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mismatch, setup, teardown),
