@@ -563,6 +563,7 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 		cf_conn_close(&conn);
 		summary(json, quiet, out, &bi, &pg, bytes_out, stats_fast, NULL);
 		client_event(COFFER_EV_BACKUP_FAILED, out, coffer_backup_type_name(bi.type));
+		cf_bkp_rx_free(&rx);
 		free(buf);
 		return rc;
 	}
