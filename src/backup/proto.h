@@ -102,8 +102,16 @@ int cf_stream_read(struct cf_stream *s, void *p, size_t n);
  * without the CRLF). Errors: as cf_stream_read, COFFER_E_PROTOCOL if longer. */
 int cf_stream_read_line(struct cf_stream *s, char *buf, size_t cap);
 
+/* Send one frame whose payload is P1 then P2 (either may be empty). On a
+ * plain socket the header and the pieces leave in one sendmsg; over TLS a
+ * small frame is one SSL_write (one record). */
 int cf_bkp_send(struct cf_stream *s, uint16_t type, const void *p1, size_t n1, const void *p2,
 		size_t n2);
+/* Send one frame built in place: FRAME has CF_BKP_HDR bytes of room for the
+ * header, then the N bytes of payload; the header is written there and the
+ * whole frame leaves in one write (one SSL_write over TLS: full records,
+ * no small record for the header). */
+int cf_bkp_send_frame(struct cf_stream *s, uint16_t type, uint8_t *frame, size_t n);
 /* Receive one frame into BUF (CF_BKP_MAX_PAYLOAD bytes). An ERROR frame is
  * decoded and raised: the call returns its code with the record filled in. */
 int cf_bkp_recv(struct cf_stream *s, uint16_t *type, uint8_t *buf, uint32_t *len);
@@ -113,6 +121,16 @@ int cf_bkp_send_fd(struct cf_stream *s, uint16_t type, const void *p, size_t n, 
 /* As cf_bkp_recv, and a descriptor that came with the frame goes to *FD
  * (-1 if none; the caller closes it). */
 int cf_bkp_recv_fd(struct cf_stream *s, uint16_t *type, uint8_t *buf, uint32_t *len, int *fd);
+
+/* Lower the calling thread's CPU priority to nice NICE (never raises it)
+ * and its I/O priority to best-effort level 7 (the lowest of the normal
+ * class; mq-deadline and BFQ honour the class). Threads it creates later
+ * inherit both. Linux applies both per thread. Returns 0 or the errno of
+ * the first call that failed; nothing needs undoing either way. Used by
+ * cofferd's backup data thread and by `coffer backup --priority low`. */
+int cf_bkp_lower_priority(int nice);
+/* The nice value of `coffer backup --priority low` (the default). */
+#define CF_BKP_CLIENT_NICE 10
 
 /* ERROR frames carry a coffer_error. */
 int cf_bkp_send_error(struct cf_stream *s, const coffer_error *e);

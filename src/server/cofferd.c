@@ -5,6 +5,7 @@
  *           [--tls-cert FILE --tls-key FILE] [--password-file FILE]
  *           [--backup-group NAME] [--workers N] [--max-clients N]
  *           [--max-bulk-length SIZE] [--max-output-buffer SIZE]
+ *           [--backup-rate-limit MIB_PER_S] [--backup-priority low|normal]
  *
  * Runs in the foreground. Start: create/lock DIR, open the event log, open
  * the store (crash recovery runs there, with its own event), open the
@@ -49,6 +50,8 @@ struct config {
 	uint32_t log_file_size;
 	char *config_file;
 	struct srv_limits lim;
+	uint64_t backup_rate;       /* bytes/s, 0: none */
+	int backup_normal_priority; /* 0: low (default) */
 };
 
 static const char usage_text[] =
@@ -56,6 +59,7 @@ static const char usage_text[] =
 	"               [--tls-cert FILE --tls-key FILE] [--password-file FILE]\n"
 	"               [--backup-group NAME] [--workers N] [--max-clients N]\n"
 	"               [--max-bulk-length SIZE] [--max-output-buffer SIZE]\n"
+	"               [--backup-rate-limit MIB_PER_S] [--backup-priority low|normal]\n"
 	"  ADDR is unix:PATH or HOST:PORT; default unix:DIR/cofferd.sock\n"
 	"  runs in the foreground; SIGTERM or SIGINT: clean shutdown\n"
 	"  without a password, TCP is accepted from loopback only; the backup-operators\n"
@@ -164,6 +168,28 @@ static int apply_key(struct config *c, const char *key, const char *v)
 			c->log_file_size = (uint32_t)n;
 		return COFFER_OK;
 	}
+	if (strcmp(key, "backup-rate-limit") == 0) {
+		/* MiB per second, fractions allowed; 0: none */
+		char *end;
+		errno = 0;
+		double mib = strtod(v, &end);
+		if (errno || end == v || *end || !(mib == 0 || (mib >= 0.1 && mib <= 1e6)))
+			return CF_ERROR(COFFER_E_CONFIG, NULL,
+					"backup-rate-limit takes MiB per second (0.1 to 1000000, or 0: no limit), "
+					"not '%s'",
+					v);
+		c->backup_rate = (uint64_t)(mib * 1048576.0);
+		return COFFER_OK;
+	}
+	if (strcmp(key, "backup-priority") == 0) {
+		if (strcmp(v, "low") == 0)
+			c->backup_normal_priority = 0;
+		else if (strcmp(v, "normal") == 0)
+			c->backup_normal_priority = 1;
+		else
+			return CF_ERROR(COFFER_E_CONFIG, NULL, "backup-priority must be low or normal, not '%s'", v);
+		return COFFER_OK;
+	}
 	return CF_ERROR(COFFER_E_CONFIG, NULL, "unknown key '%s'", key);
 }
 
@@ -223,6 +249,8 @@ static int parse_args(struct config *c, int argc, char **argv)
 		{"max-clients", required_argument, NULL, 'M'},
 		{"max-bulk-length", required_argument, NULL, 'B'},
 		{"max-output-buffer", required_argument, NULL, 'O'},
+		{"backup-rate-limit", required_argument, NULL, 'R'},
+		{"backup-priority", required_argument, NULL, 'Y'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -255,6 +283,8 @@ static int parse_args(struct config *c, int argc, char **argv)
 		case 'M': CF_RET(apply_key(c, "max-clients", optarg)); break;
 		case 'B': CF_RET(apply_key(c, "max-bulk-length", optarg)); break;
 		case 'O': CF_RET(apply_key(c, "max-output-buffer", optarg)); break;
+		case 'R': CF_RET(apply_key(c, "backup-rate-limit", optarg)); break;
+		case 'Y': CF_RET(apply_key(c, "backup-priority", optarg)); break;
 		case 'h':
 			fputs(usage_text, stdout);
 			exit(0);
@@ -405,6 +435,8 @@ int main(int argc, char **argv)
 	scfg.backup_group = cfg.backup_group;
 	scfg.config_file = cfg.config_file;
 	scfg.lim = cfg.lim;
+	scfg.backup_rate = cfg.backup_rate;
+	scfg.backup_normal_priority = cfg.backup_normal_priority;
 	srv = calloc(1, sizeof *srv);
 	if (srv == NULL) {
 		rc = fail(ev, CF_ERROR(COFFER_E_NOMEM, NULL, "no memory"));

@@ -1056,7 +1056,7 @@ struct srv_session {
 	struct srv_session *prev, *next;
 	struct srv *s;
 	struct cf_stream st;
-	unsigned type;
+	struct srv_backup_opts opts;
 	char who[160];
 	pthread_t thread;
 };
@@ -1066,7 +1066,7 @@ static void *session_main(void *arg)
 	struct srv_session *ss = arg;
 	struct srv *s = ss->s;
 	/* Through srv_recover.c, which may reopen the store meanwhile. */
-	srv_recover_backup_session(s, &ss->st, ss->type, ss->who);
+	srv_recover_backup_session(s, &ss->st, &ss->opts, ss->who);
 	coffer_error_clear();
 	if (ss->st.ssl) {
 		SSL_shutdown(ss->st.ssl);
@@ -1101,7 +1101,13 @@ static void conn_detach(struct srv_loop *L, struct conn *c)
 	}
 	epoll_ctl(L->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	ss->s = s;
-	ss->type = c->detach;
+	/* The tighter of the server's limit and the client's RATE; the
+	 * server's priority setting (a client cannot raise it). */
+	ss->opts.type = c->detach;
+	ss->opts.rate = s->cfg->backup_rate;
+	if (c->detach_rate && (ss->opts.rate == 0 || c->detach_rate < ss->opts.rate))
+		ss->opts.rate = c->detach_rate;
+	ss->opts.low_priority = !s->cfg->backup_normal_priority;
 	ss->st.fd = c->fd;
 	ss->st.ssl = c->ssl;
 	if (ss->st.ssl) /* blocking from here: write whole buffers, not a record per call */
@@ -1225,6 +1231,7 @@ static void job_back(struct srv_loop *L, struct job *j)
 	int oom = c->out.oom;
 	if (j->detach && !j->close_after && !L->stopping) {
 		c->detach = j->detach;
+		c->detach_rate = j->detach_rate;
 		c->eof = 1;
 		pending_free(c);
 	}
