@@ -125,8 +125,8 @@ def cmd_cpu(a):
 def sets(sock, n):
     r = subprocess.run(["redis-benchmark", "-s", sock, "-t", "set", "-d", "1000", "-r", "1000000", "-n", str(n),
                         "-P", "1", "-c", "16", "-q"], capture_output=True, text=True, timeout=1800)
-    for tok in r.stdout.replace("\r", "\n").split("\n"):
-        if tok.startswith("SET:"):
+    for tok in reversed(r.stdout.replace("\r", "\n").split("\n")):
+        if tok.startswith("SET:") and "requests per second" in tok:
             return float(tok.split()[1])
     sys.exit("redis-benchmark: " + r.stdout + r.stderr)
 
@@ -180,8 +180,10 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--n", type=int, default=100000, help="SETs per redis-benchmark run")
     ap.add_argument("--server-arg", dest="server_args", action="append", default=[])
-    ap.add_argument("rest", nargs="*")
-    a = ap.parse_args()
+    argv = sys.argv[1:]
+    rest = argv[argv.index("--") + 1:] if "--" in argv else []
+    a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    a.rest = rest
     {"load": cmd_load, "cpu": cmd_cpu, "under": cmd_under}[a.mode](a)
 
 

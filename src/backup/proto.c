@@ -71,6 +71,47 @@ static int tls_error(struct cf_stream *s, const char *op, int r)
 			s->peer, buf);
 }
 
+int cf_stream_tls_bulk(struct cf_stream *s)
+{
+	SSL_clear_mode(s->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
+	BIO *sock = SSL_get_wbio(s->ssl);
+	if (sock == NULL)
+		return 0;
+#ifdef BIO_get_ktls_send
+	if (BIO_get_ktls_send(sock))
+		return 1;
+#endif
+	BIO *buf = BIO_new(BIO_f_buffer());
+	if (buf == NULL || BIO_set_write_buffer_size(buf, CF_TLS_WBUF) != 1 || BIO_up_ref(sock) != 1) {
+		BIO_free(buf);
+		ERR_clear_error();
+		return 0; /* records one by one: slower, still right */
+	}
+	BIO_push(buf, sock);
+	SSL_set0_wbio(s->ssl, buf); /* drops the SSL's own reference to SOCK */
+	return 0;
+}
+
+/* After an SSL_write: push out what the write buffer holds. */
+static int tls_flush(struct cf_stream *s)
+{
+	BIO *w = SSL_get_wbio(s->ssl);
+	if (w == NULL || BIO_method_type(w) != BIO_TYPE_BUFFER)
+		return COFFER_OK;
+	for (;;) {
+		errno = 0;
+		if (BIO_flush(w) > 0)
+			return COFFER_OK;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return timed_out(s);
+		ERR_clear_error();
+		return CF_ERROR(COFFER_E_CONNECTION_LOST, CF_OBJ(.peer = s->peer, .sys_errno = errno),
+				"sending to %s failed: %s", s->peer, errno ? strerror(errno) : "TLS write buffer");
+	}
+}
+
 int cf_stream_write(struct cf_stream *s, const void *p, size_t n)
 {
 	const uint8_t *b = p;
@@ -98,7 +139,7 @@ int cf_stream_write(struct cf_stream *s, const void *p, size_t n)
 		n -= (size_t)w;
 		s->bytes_out += (uint64_t)w;
 	}
-	return COFFER_OK;
+	return s->ssl ? tls_flush(s) : COFFER_OK;
 }
 
 int cf_stream_read(struct cf_stream *s, void *p, size_t n)

@@ -4,7 +4,9 @@
  * A backup runs on an ordinary cofferd connection (Unix socket or TCP, TLS
  * or not). After authentication the client sends the RESP command
  *
- *     COFFER.BACKUP <version> <type>          (type: full|incremental|differential|copy)
+ *     COFFER.BACKUP <version> <type> [FASTPATH] [RATE <bytes/s>]
+ *                                 (type: full|incremental|differential|copy;
+ *                                  RATE: pace the data, srv_backup.h)
  *
  * and the server answers either a RESP error ("-ERR ... (COFFER_E_...)")
  * or "+COFFER-BACKUP <version>"; from then on both sides speak frames:
@@ -93,6 +95,20 @@ struct cf_stream {
 	uint64_t bytes_in, bytes_out;
 	int applied_ms; /* the timeout set on the socket (SO_RCVTIMEO/SO_SNDTIMEO), internal */
 };
+
+/* TLS 1.3 suites in the order cofferd and coffer prefer them. */
+#define CF_TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+
+/* Make a TLS stream fit for bulk transfer on a blocking socket: no partial
+ * writes (an SSL_write sends all of a frame), no buffer release between
+ * records, and - unless kernel TLS sends - the encrypted records go through
+ * a CF_TLS_WBUF-byte write buffer, so a 1 MiB frame leaves in 16 writes
+ * instead of 64 of one 16 KiB record each; cf_stream_write flushes
+ * it after every call. Returns 1 when kernel TLS sends, else 0. */
+int cf_stream_tls_bulk(struct cf_stream *s);
+#define CF_TLS_WBUF (64u << 10)
+/* The client's TLS read buffer (SSL_CTX_set_default_read_buffer_len). */
+#define CF_TLS_RBUF (64u << 10)
 
 /* Errors: COFFER_E_CONNECTION_LOST (peer closed, reset), COFFER_E_TIMEOUT,
  * COFFER_E_TLS, with the peer named. */

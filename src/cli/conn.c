@@ -102,7 +102,12 @@ static int tls_setup(struct cf_conn *c, const struct cli *cli, const char *host)
 				"cannot load the CA certificate \"%s\": %s", cli->tls_ca, b);
 	}
 	SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
-	SSL_CTX_set_read_ahead(c->ctx, 1); /* fewer, larger reads of TLS records */
+	/* Fewer, larger reads: up to CF_TLS_RBUF bytes of records per read(2)
+	 * (OpenSSL's default buffer holds one 16 KiB record). */
+	SSL_CTX_set_read_ahead(c->ctx, 1);
+	SSL_CTX_set_default_read_buffer_len(c->ctx, CF_TLS_RBUF);
+	SSL_CTX_set_ciphersuites(c->ctx, CF_TLS13_SUITES);
+	SSL_CTX_set_options(c->ctx, SSL_OP_ENABLE_KTLS); /* when the kernel has it */
 	c->s.ssl = SSL_new(c->ctx);
 	SSL_set_fd(c->s.ssl, c->s.fd);
 	struct in6_addr a6;
@@ -117,8 +122,10 @@ static int tls_setup(struct cf_conn *c, const struct cli *cli, const char *host)
 	struct pollfd p = {.fd = c->s.fd};
 	for (;;) {
 		int r = SSL_connect(c->s.ssl);
-		if (r == 1)
+		if (r == 1) {
+			cf_stream_tls_bulk(&c->s); /* a blocking socket from here on */
 			return COFFER_OK;
+		}
 		int e = SSL_get_error(c->s.ssl, r);
 		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
 			p.events = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
