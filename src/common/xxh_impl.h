@@ -1,6 +1,6 @@
 /*
- * xxh_impl.h - the body of the XXH3 kernels, included by xxh.c (generic)
- * and xxh_avx2.c (compiled with -mavx2) with CF_XXH_NAME(x) naming them.
+ * xxh_impl.h - the body of the XXH3 kernels, included by xxh_avx2.c
+ * (compiled with -mavx2 -O2) with CF_XXH_NAME(x) naming them.
  */
 #define XXH_INLINE_ALL
 #include <xxhash.h>
