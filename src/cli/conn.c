@@ -239,19 +239,32 @@ void cf_conn_close(struct cf_conn *c)
 	}
 }
 
+/* The whole command in one write: a TLS listener that a plain client
+ * reached resets the connection after the first bytes, and a command sent
+ * in pieces then fails on a later piece with a bare "connection reset"
+ * instead of at the reply, where first_reply_check() explains it. */
 int cf_conn_command(struct cf_conn *c, int argc, const char *const *argv)
 {
-	char hdr[32];
-	snprintf(hdr, sizeof hdr, "*%d\r\n", argc);
-	CF_RET(cf_stream_write(&c->s, hdr, strlen(hdr)));
+	size_t total = 16;
+	for (int i = 0; i < argc; i++)
+		total += strlen(argv[i]) + 32;
+	char small[1024];
+	char *buf = total <= sizeof small ? small : malloc(total);
+	if (buf == NULL)
+		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory for a command of %zu bytes", total);
+	size_t n = (size_t)snprintf(buf, total, "*%d\r\n", argc);
 	for (int i = 0; i < argc; i++) {
-		size_t n = strlen(argv[i]);
-		snprintf(hdr, sizeof hdr, "$%zu\r\n", n);
-		CF_RET(cf_stream_write(&c->s, hdr, strlen(hdr)));
-		CF_RET(cf_stream_write(&c->s, argv[i], n));
-		CF_RET(cf_stream_write(&c->s, "\r\n", 2));
+		size_t l = strlen(argv[i]);
+		n += (size_t)snprintf(buf + n, total - n, "$%zu\r\n", l);
+		memcpy(buf + n, argv[i], l);
+		memcpy(buf + n + l, "\r\n", 2);
+		n += l + 2;
 	}
-	return COFFER_OK;
+	int rc = cf_stream_write(&c->s, buf, n);
+	explicit_bzero(buf, n); /* AUTH carries the password */
+	if (buf != small)
+		free(buf);
+	return rc;
 }
 
 /* "-ERR text (COFFER_E_NAME)" -> the code and the text. */
