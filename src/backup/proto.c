@@ -5,15 +5,17 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
-#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
-#include <xxhash.h>
 
 #include <openssl/err.h>
 
 #include "backup/proto.h"
 #include "common/err.h"
+#include "common/xxh.h"
 
 static const char MAGIC[4] = {'C', 'B', 'K', '1'};
 
@@ -69,6 +71,47 @@ static int tls_error(struct cf_stream *s, const char *op, int r)
 			s->peer, buf);
 }
 
+int cf_stream_tls_bulk(struct cf_stream *s)
+{
+	SSL_clear_mode(s->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
+	BIO *sock = SSL_get_wbio(s->ssl);
+	if (sock == NULL)
+		return 0;
+#ifdef BIO_get_ktls_send
+	if (BIO_get_ktls_send(sock))
+		return 1;
+#endif
+	BIO *buf = BIO_new(BIO_f_buffer());
+	if (buf == NULL || BIO_set_write_buffer_size(buf, CF_TLS_WBUF) != 1 || BIO_up_ref(sock) != 1) {
+		BIO_free(buf);
+		ERR_clear_error();
+		return 0; /* records one by one: slower, still right */
+	}
+	BIO_push(buf, sock);
+	SSL_set0_wbio(s->ssl, buf); /* drops the SSL's own reference to SOCK */
+	return 0;
+}
+
+/* After an SSL_write: push out what the write buffer holds. */
+static int tls_flush(struct cf_stream *s)
+{
+	BIO *w = SSL_get_wbio(s->ssl);
+	if (w == NULL || BIO_method_type(w) != BIO_TYPE_BUFFER)
+		return COFFER_OK;
+	for (;;) {
+		errno = 0;
+		if (BIO_flush(w) > 0)
+			return COFFER_OK;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return timed_out(s);
+		ERR_clear_error();
+		return CF_ERROR(COFFER_E_CONNECTION_LOST, CF_OBJ(.peer = s->peer, .sys_errno = errno),
+				"sending to %s failed: %s", s->peer, errno ? strerror(errno) : "TLS write buffer");
+	}
+}
+
 int cf_stream_write(struct cf_stream *s, const void *p, size_t n)
 {
 	const uint8_t *b = p;
@@ -96,7 +139,7 @@ int cf_stream_write(struct cf_stream *s, const void *p, size_t n)
 		n -= (size_t)w;
 		s->bytes_out += (uint64_t)w;
 	}
-	return COFFER_OK;
+	return s->ssl ? tls_flush(s) : COFFER_OK;
 }
 
 int cf_stream_read(struct cf_stream *s, void *p, size_t n)
@@ -152,17 +195,10 @@ int cf_stream_read_line(struct cf_stream *s, char *buf, size_t cap)
 static uint64_t frame_sum(const uint8_t hdr[CF_BKP_HDR], const void *p1, size_t n1, const void *p2,
 			  size_t n2)
 {
-	XXH3_state_t st;
-	XXH3_64bits_reset(&st);
 	uint8_t h[CF_BKP_HDR];
 	memcpy(h, hdr, CF_BKP_HDR);
 	memset(h + 16, 0, 8);
-	XXH3_64bits_update(&st, h, CF_BKP_HDR);
-	if (n1)
-		XXH3_64bits_update(&st, p1, n1);
-	if (n2)
-		XXH3_64bits_update(&st, p2, n2);
-	return XXH3_64bits_digest(&st);
+	return cf_xxh3_cat(h, CF_BKP_HDR, p1, n1, p2, n2);
 }
 
 static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
@@ -172,22 +208,96 @@ static uint16_t get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v
 static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
+/* Plain socket: the pieces in one sendmsg where the kernel takes them all. */
+static int stream_writev(struct cf_stream *s, struct iovec *iov, int cnt)
+{
+	apply_timeout(s);
+	while (cnt > 0) {
+		struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+		ssize_t w = sendmsg(s->fd, &m, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return timed_out(s);
+			return CF_ERROR(COFFER_E_CONNECTION_LOST, CF_OBJ(.peer = s->peer, .sys_errno = errno),
+					"sending to %s failed: %s", s->peer, strerror(errno));
+		}
+		s->bytes_out += (uint64_t)w;
+		while (cnt > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return COFFER_OK;
+}
+
+static void frame_header(uint8_t h[CF_BKP_HDR], uint16_t type, const void *p1, size_t n1, const void *p2,
+			 size_t n2)
+{
+	memset(h, 0, CF_BKP_HDR);
+	memcpy(h, MAGIC, 4);
+	put16(h + 4, type);
+	put32(h + 8, (uint32_t)(n1 + n2));
+	put64(h + 16, frame_sum(h, p1, n1, p2, n2));
+}
+
+/* Small TLS frames go out as one record: header and payload copied together. */
+#define SMALL_FRAME 4096u
+
 int cf_bkp_send(struct cf_stream *s, uint16_t type, const void *p1, size_t n1, const void *p2,
 		size_t n2)
 {
 	if (n1 + n2 > CF_BKP_MAX_PAYLOAD)
 		return CF_ERROR(COFFER_E_INTERNAL, NULL, "frame of %zu bytes exceeds the limit", n1 + n2);
-	uint8_t h[CF_BKP_HDR] = {0};
-	memcpy(h, MAGIC, 4);
-	put16(h + 4, type);
-	put32(h + 8, (uint32_t)(n1 + n2));
-	put64(h + 16, frame_sum(h, p1, n1, p2, n2));
-	CF_RET(cf_stream_write(s, h, sizeof h));
+	uint8_t h[CF_BKP_HDR + SMALL_FRAME];
+	frame_header(h, type, p1, n1, p2, n2);
+	if (s->ssl == NULL) {
+		struct iovec iov[3] = {{h, CF_BKP_HDR}, {(void *)p1, n1}, {(void *)p2, n2}};
+		return stream_writev(s, iov, n2 ? 3 : (n1 ? 2 : 1));
+	}
+	if (n1 + n2 <= SMALL_FRAME) {
+		if (n1)
+			memcpy(h + CF_BKP_HDR, p1, n1);
+		if (n2)
+			memcpy(h + CF_BKP_HDR + n1, p2, n2);
+		return cf_stream_write(s, h, CF_BKP_HDR + n1 + n2);
+	}
+	CF_RET(cf_stream_write(s, h, CF_BKP_HDR));
 	if (n1)
 		CF_RET(cf_stream_write(s, p1, n1));
 	if (n2)
 		CF_RET(cf_stream_write(s, p2, n2));
 	return COFFER_OK;
+}
+
+int cf_bkp_send_frame(struct cf_stream *s, uint16_t type, uint8_t *frame, size_t n)
+{
+	if (n > CF_BKP_MAX_PAYLOAD)
+		return CF_ERROR(COFFER_E_INTERNAL, NULL, "frame of %zu bytes exceeds the limit", n);
+	frame_header(frame, type, frame + CF_BKP_HDR, n, NULL, 0);
+	return cf_stream_write(s, frame, CF_BKP_HDR + n);
+}
+
+int cf_bkp_lower_priority(int nice)
+{
+	int err = 0;
+	id_t tid = (id_t)syscall(SYS_gettid);
+	errno = 0;
+	int cur = getpriority(PRIO_PROCESS, tid);
+	if ((cur != -1 || errno == 0) && cur < nice && setpriority(PRIO_PROCESS, tid, nice) != 0)
+		err = errno;
+#ifdef SYS_ioprio_set
+	/* IOPRIO_WHO_PROCESS, who 0 (this thread), IOPRIO_CLASS_BE << 13 | 7 */
+	if (syscall(SYS_ioprio_set, 1, 0, (2 << 13) | 7) != 0 && err == 0)
+		err = errno;
+#endif
+	return err;
 }
 
 /* ERROR payload: u32 code, i32 errno, i64 page, generation, offset, then

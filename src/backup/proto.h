@@ -4,7 +4,9 @@
  * A backup runs on an ordinary cofferd connection (Unix socket or TCP, TLS
  * or not). After authentication the client sends the RESP command
  *
- *     COFFER.BACKUP <version> <type>          (type: full|incremental|differential|copy)
+ *     COFFER.BACKUP <version> <type> [FASTPATH] [RATE <bytes/s>]
+ *                                 (type: full|incremental|differential|copy;
+ *                                  RATE: pace the data, srv_backup.h)
  *
  * and the server answers either a RESP error ("-ERR ... (COFFER_E_...)")
  * or "+COFFER-BACKUP <version>"; from then on both sides speak frames:
@@ -94,6 +96,20 @@ struct cf_stream {
 	int applied_ms; /* the timeout set on the socket (SO_RCVTIMEO/SO_SNDTIMEO), internal */
 };
 
+/* TLS 1.3 suites in the order cofferd and coffer prefer them. */
+#define CF_TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+
+/* Make a TLS stream fit for bulk transfer on a blocking socket: no partial
+ * writes (an SSL_write sends all of a frame), no buffer release between
+ * records, and - unless kernel TLS sends - the encrypted records go through
+ * a CF_TLS_WBUF-byte write buffer, so a 1 MiB frame leaves in 16 writes
+ * instead of 64 of one 16 KiB record each; cf_stream_write flushes
+ * it after every call. Returns 1 when kernel TLS sends, else 0. */
+int cf_stream_tls_bulk(struct cf_stream *s);
+#define CF_TLS_WBUF (64u << 10)
+/* The client's TLS read buffer (SSL_CTX_set_default_read_buffer_len). */
+#define CF_TLS_RBUF (64u << 10)
+
 /* Errors: COFFER_E_CONNECTION_LOST (peer closed, reset), COFFER_E_TIMEOUT,
  * COFFER_E_TLS, with the peer named. */
 int cf_stream_write(struct cf_stream *s, const void *p, size_t n);
@@ -102,8 +118,16 @@ int cf_stream_read(struct cf_stream *s, void *p, size_t n);
  * without the CRLF). Errors: as cf_stream_read, COFFER_E_PROTOCOL if longer. */
 int cf_stream_read_line(struct cf_stream *s, char *buf, size_t cap);
 
+/* Send one frame whose payload is P1 then P2 (either may be empty). On a
+ * plain socket the header and the pieces leave in one sendmsg; over TLS a
+ * small frame is one SSL_write (one record). */
 int cf_bkp_send(struct cf_stream *s, uint16_t type, const void *p1, size_t n1, const void *p2,
 		size_t n2);
+/* Send one frame built in place: FRAME has CF_BKP_HDR bytes of room for the
+ * header, then the N bytes of payload; the header is written there and the
+ * whole frame leaves in one write (one SSL_write over TLS: full records,
+ * no small record for the header). */
+int cf_bkp_send_frame(struct cf_stream *s, uint16_t type, uint8_t *frame, size_t n);
 /* Receive one frame into BUF (CF_BKP_MAX_PAYLOAD bytes). An ERROR frame is
  * decoded and raised: the call returns its code with the record filled in. */
 int cf_bkp_recv(struct cf_stream *s, uint16_t *type, uint8_t *buf, uint32_t *len);
@@ -135,6 +159,16 @@ void cf_bkp_rx_free(struct cf_bkp_rx *rx);
 int cf_bkp_rx_head(struct cf_stream *s, struct cf_bkp_rx *rx, int *fd);
 int cf_bkp_rx_read(struct cf_stream *s, struct cf_bkp_rx *rx, void *buf, size_t n);
 int cf_bkp_rx_end(struct cf_stream *s, struct cf_bkp_rx *rx, const uint8_t *payload);
+
+/* Lower the calling thread's CPU priority to nice NICE (never raises it)
+ * and its I/O priority to best-effort level 7 (the lowest of the normal
+ * class; mq-deadline and BFQ honour the class). Threads it creates later
+ * inherit both. Linux applies both per thread. Returns 0 or the errno of
+ * the first call that failed; nothing needs undoing either way. Used by
+ * cofferd's backup data thread and by `coffer backup --priority low`. */
+int cf_bkp_lower_priority(int nice);
+/* The nice value of `coffer backup --priority low` (the default). */
+#define CF_BKP_CLIENT_NICE 10
 
 /* ERROR frames carry a coffer_error. */
 int cf_bkp_send_error(struct cf_stream *s, const coffer_error *e);

@@ -1,7 +1,8 @@
 /*
  * cmd_backup.c - coffer backup [--type full|incremental|differential|copy]
  *                -o OUT [--format file|dir] [--compress zstd[:LEVEL]|none]
- *                [--threads N] [--quiet] [--json]
+ *                [--threads N] [--quiet] [--json] [--rate MIB_PER_S]
+ *                [--priority low|normal]
  *
  * The backup client (NTBackup's role): asks cofferd for a backup over the
  * connection given by --server (protocol in src/backup/proto.h) and writes
@@ -16,6 +17,9 @@
  * is unknown: the set is kept and the backup ends with
  * COFFER_E_BACKUP_OUTCOME_UNKNOWN (see outcome_unknown). A progress line (phase, bytes, rate, ETA) goes to a terminal on
  * standard error, never to a pipe or with --quiet; --json prints a summary.
+ * --rate asks the server to pace the data (COFFER.BACKUP ... RATE); the
+ * client runs at a low CPU and I/O priority unless --priority normal
+ * (cofferd's data thread has its own setting, backup-priority).
  */
 #include <ftw.h>
 #include <getopt.h>
@@ -303,13 +307,16 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 		{"quiet", no_argument, NULL, 'q'},
 		{"json", no_argument, NULL, 'J'},
 		{"no-fast-path", no_argument, NULL, 'N'},
+		{"rate", required_argument, NULL, 'r'},
+		{"priority", required_argument, NULL, 'p'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	unsigned type = COFFER_BACKUP_FULL;
 	const char *out = NULL;
 	struct cf_archive_options ao = {.compress_level = 1};
-	int quiet = 0, json = 0, nofast = 0, ch;
+	int quiet = 0, json = 0, nofast = 0, normal_prio = 0, ch;
+	unsigned long long rate = 0; /* bytes/s, 0: no limit asked */
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "+o:qh", opts, NULL)) != -1) {
 		switch (ch) {
@@ -346,10 +353,26 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 		case 'N':
 			nofast = 1;
 			break;
+		case 'r': {
+			char *end;
+			double mib = strtod(optarg, &end);
+			if (end == optarg || *end || !(mib >= 0.1 && mib <= 1e6))
+				return cli_usage_error("backup", "--rate takes MiB per second (0.1 to 1000000), not '%s'",
+						       optarg);
+			rate = (unsigned long long)(mib * 1048576.0);
+			break;
+		}
+		case 'p':
+			if (strcmp(optarg, "normal") == 0)
+				normal_prio = 1;
+			else if (strcmp(optarg, "low") != 0)
+				return cli_usage_error("backup", "--priority takes low or normal, not '%s'", optarg);
+			break;
 		case 'h':
 			puts("usage: coffer backup [--type full|incremental|differential|copy] -o OUT\n"
 			     "                     [--format file|dir] [--compress zstd[:LEVEL]|none]\n"
-			     "                     [--threads N] [--quiet] [--json] [--no-fast-path]");
+			     "                     [--threads N] [--quiet] [--json] [--no-fast-path]\n"
+			     "                     [--rate MIB_PER_S] [--priority low|normal]");
 			return COFFER_OK;
 		default:
 			return cli_usage_error("backup", "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -359,6 +382,9 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 		return cli_usage_error("backup", "give the output with -o OUT (a file, '-' or a directory)");
 	if (strcmp(out, "-") == 0 && ao.format_dir)
 		return cli_usage_error("backup", "--format dir cannot go to standard output");
+	/* Before any thread starts: the compression workers inherit it. */
+	if (!normal_prio)
+		(void)cf_bkp_lower_priority(CF_BKP_CLIENT_NICE);
 
 	struct progress pg = {.on = !quiet && isatty(2), .phase = "starting", .start = mono()};
 	cf_archive_writer *w = NULL;
@@ -383,8 +409,17 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 	/* The fast path (descriptor passing) is asked for on Unix sockets only
 	 * and set up over this very connection; see src/backup/proto.h. */
 	int want_fast = !nofast && strncmp(cli->server, "unix:", 5) == 0;
-	const char *cmdv[4] = {"COFFER.BACKUP", ver, vtype, "FASTPATH"};
-	CF_GO(rc, cf_conn_command(&conn, want_fast ? 4 : 3, cmdv));
+	const char *cmdv[6] = {"COFFER.BACKUP", ver, vtype};
+	int cmdc = 3;
+	char vrate[24];
+	if (want_fast)
+		cmdv[cmdc++] = "FASTPATH";
+	if (rate) {
+		snprintf(vrate, sizeof vrate, "%llu", rate);
+		cmdv[cmdc++] = "RATE";
+		cmdv[cmdc++] = vrate;
+	}
+	CF_GO(rc, cf_conn_command(&conn, cmdc, cmdv));
 	char line[256];
 	CF_GO(rc, cf_conn_simple_reply(&conn, line, sizeof line));
 	unsigned sv = 0;

@@ -102,7 +102,12 @@ static int tls_setup(struct cf_conn *c, const struct cli *cli, const char *host)
 				"cannot load the CA certificate \"%s\": %s", cli->tls_ca, b);
 	}
 	SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
-	SSL_CTX_set_read_ahead(c->ctx, 1); /* fewer, larger reads of TLS records */
+	/* Fewer, larger reads: up to CF_TLS_RBUF bytes of records per read(2)
+	 * (OpenSSL's default buffer holds one 16 KiB record). */
+	SSL_CTX_set_read_ahead(c->ctx, 1);
+	SSL_CTX_set_default_read_buffer_len(c->ctx, CF_TLS_RBUF);
+	SSL_CTX_set_ciphersuites(c->ctx, CF_TLS13_SUITES);
+	SSL_CTX_set_options(c->ctx, SSL_OP_ENABLE_KTLS); /* when the kernel has it */
 	c->s.ssl = SSL_new(c->ctx);
 	SSL_set_fd(c->s.ssl, c->s.fd);
 	struct in6_addr a6;
@@ -117,8 +122,10 @@ static int tls_setup(struct cf_conn *c, const struct cli *cli, const char *host)
 	struct pollfd p = {.fd = c->s.fd};
 	for (;;) {
 		int r = SSL_connect(c->s.ssl);
-		if (r == 1)
+		if (r == 1) {
+			cf_stream_tls_bulk(&c->s); /* a blocking socket from here on */
 			return COFFER_OK;
+		}
 		int e = SSL_get_error(c->s.ssl, r);
 		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
 			p.events = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
@@ -232,19 +239,32 @@ void cf_conn_close(struct cf_conn *c)
 	}
 }
 
+/* The whole command in one write: a TLS listener that a plain client
+ * reached resets the connection after the first bytes, and a command sent
+ * in pieces then fails on a later piece with a bare "connection reset"
+ * instead of at the reply, where first_reply_check() explains it. */
 int cf_conn_command(struct cf_conn *c, int argc, const char *const *argv)
 {
-	char hdr[32];
-	snprintf(hdr, sizeof hdr, "*%d\r\n", argc);
-	CF_RET(cf_stream_write(&c->s, hdr, strlen(hdr)));
+	size_t total = 16;
+	for (int i = 0; i < argc; i++)
+		total += strlen(argv[i]) + 32;
+	char small[1024];
+	char *buf = total <= sizeof small ? small : malloc(total);
+	if (buf == NULL)
+		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory for a command of %zu bytes", total);
+	size_t n = (size_t)snprintf(buf, total, "*%d\r\n", argc);
 	for (int i = 0; i < argc; i++) {
-		size_t n = strlen(argv[i]);
-		snprintf(hdr, sizeof hdr, "$%zu\r\n", n);
-		CF_RET(cf_stream_write(&c->s, hdr, strlen(hdr)));
-		CF_RET(cf_stream_write(&c->s, argv[i], n));
-		CF_RET(cf_stream_write(&c->s, "\r\n", 2));
+		size_t l = strlen(argv[i]);
+		n += (size_t)snprintf(buf + n, total - n, "$%zu\r\n", l);
+		memcpy(buf + n, argv[i], l);
+		memcpy(buf + n + l, "\r\n", 2);
+		n += l + 2;
 	}
-	return COFFER_OK;
+	int rc = cf_stream_write(&c->s, buf, n);
+	explicit_bzero(buf, n); /* AUTH carries the password */
+	if (buf != small)
+		free(buf);
+	return rc;
 }
 
 /* "-ERR text (COFFER_E_NAME)" -> the code and the text. */

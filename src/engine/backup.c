@@ -39,6 +39,7 @@ struct coffer_backup {
 	struct coffer_backup_info info;
 	int rolled;
 	uint8_t *hdr_snapshot; /* pages 0 and 1 as the set holds them */
+	int rfd;               /* the database opened for this backup's sequential reads, or -1 */
 };
 
 static int64_t now_us(void)
@@ -112,6 +113,8 @@ static void release(coffer_backup *b)
 	atomic_store(&env->backup_hold_gen, 0);
 	pthread_mutex_unlock(&env->backup_mu);
 	free(b->hdr_snapshot);
+	if (b->rfd >= 0)
+		close(b->rfd);
 	free(b);
 }
 
@@ -131,6 +134,7 @@ int coffer_backup_begin(coffer_env *env, unsigned type, const char *who, coffer_
 	if (b == NULL)
 		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory for a backup");
 	b->env = env;
+	b->rfd = -1;
 	b->info.type = type;
 	b->info.start_us = now_us();
 	snprintf(b->info.who, sizeof b->info.who, "%s", who ? who : "unknown");
@@ -187,6 +191,14 @@ int coffer_backup_begin(coffer_env *env, unsigned type, const char *who, coffer_
 		}
 		cf_header_encode(&h, b->hdr_snapshot, CF_PGNO_HEADER_A);
 		cf_header_encode(&h, b->hdr_snapshot + env->page_size, CF_PGNO_HEADER_B);
+		/* The pages are read front to back through a descriptor of the
+		 * backup's own, marked sequential (a larger read-ahead window),
+		 * so that the pager's random reads keep their own. Without one
+		 * (no descriptor left), the store's descriptor serves. */
+		if (cf_open(&b->rfd, env->dbpath, O_RDONLY | O_CLOEXEC, 0) == COFFER_OK)
+			(void)posix_fadvise(b->rfd, 0, 0, POSIX_FADV_SEQUENTIAL);
+		else
+			coffer_error_clear();
 	} else {
 		const struct cf_backup_info *full = &h.last[0], *inc = &h.last[1];
 		if (!full->valid) {
@@ -251,19 +263,20 @@ int coffer_backup_read_pages(coffer_backup *b, uint64_t first, uint32_t count, v
 		return COFFER_OK;
 	uint64_t n = first + count - pos;
 	uint8_t *dst = out + (pos - first) * ps;
-	int rc = cf_pread_full(env->fd, env->dbpath, dst, n * ps, pos * ps);
+	int fd = b->rfd >= 0 ? b->rfd : env->fd;
+	int rc = cf_pread_full(fd, env->dbpath, dst, n * ps, pos * ps);
 	if (rc == COFFER_E_SHORT_READ) {
 		/* The file ends before npages: pages allocated but never
 		 * written read as zeroes (their content is in the log). */
 		coffer_error_clear();
 		memset(dst, 0, n * ps);
 		struct stat st;
-		if (fstat(env->fd, &st) != 0)
+		if (fstat(fd, &st) != 0)
 			return cf_error_sys("stat", env->dbpath, -1);
 		uint64_t have = (uint64_t)st.st_size > pos * ps ? ((uint64_t)st.st_size - pos * ps) / ps : 0;
 		if (have > n)
 			have = n;
-		rc = have ? cf_pread_full(env->fd, env->dbpath, dst, have * ps, pos * ps) : COFFER_OK;
+		rc = have ? cf_pread_full(fd, env->dbpath, dst, have * ps, pos * ps) : COFFER_OK;
 	}
 	if (rc)
 		return rc;

@@ -1,9 +1,8 @@
 /*
  * page.c - page checksums and verification (format in page.h).
  */
-#include <xxhash.h>
-
 #include "common/err.h"
+#include "common/xxh.h"
 #include "engine/page.h"
 
 void cf_page_init(uint8_t *pg, uint32_t page_size, cf_pgno pgno, uint8_t type)
@@ -15,7 +14,7 @@ void cf_page_init(uint8_t *pg, uint32_t page_size, cf_pgno pgno, uint8_t type)
 
 uint64_t cf_page_checksum(const uint8_t *pg, uint32_t page_size)
 {
-	uint64_t h = XXH3_64bits_withSeed(pg + 8, page_size - 8, cf_get32(pg + 8));
+	uint64_t h = cf_xxh3_seed(pg + 8, page_size - 8, cf_get32(pg + 8));
 	/* 0 marks a never-written page; a real checksum is never 0. */
 	return h ? h : 1;
 }

@@ -6,6 +6,7 @@
  *           [--backup-group NAME] [--workers N] [--max-clients N]
  *           [--max-bulk-length SIZE] [--max-output-buffer SIZE]
  *           [--handshake-timeout S] [--request-timeout S] [--timeout S]
+ *           [--backup-rate-limit MIB_PER_S] [--backup-priority low|normal]
  *
  * Runs in the foreground. Start: create/lock DIR, open the event log, open
  * the store (crash recovery runs there, with its own event), open the
@@ -51,6 +52,8 @@ struct config {
 	uint32_t log_file_size;
 	char *config_file;
 	struct srv_limits lim;
+	uint64_t backup_rate;       /* bytes/s, 0: none */
+	int backup_normal_priority; /* 0: low (default) */
 };
 
 static const char usage_text[] =
@@ -60,6 +63,7 @@ static const char usage_text[] =
 	"               [--max-bulk-length SIZE] [--max-output-buffer SIZE]\n"
 	"               [--handshake-timeout S] [--request-timeout S] [--timeout S]\n"
 	"               [--cache-size SIZE] [--checkpoint-interval S]\n"
+	"               [--backup-rate-limit MIB_PER_S] [--backup-priority low|normal]\n"
 	"  ADDR is unix:PATH or HOST:PORT; default unix:DIR/cofferd.sock\n"
 	"  deadlines in seconds, 0 for none: TLS handshake and AUTH (default 10), one\n"
 	"  command being received (default 60, +1 s per 64 KiB), idle client (default 0)\n"
@@ -198,6 +202,28 @@ static int apply_key(struct config *c, const char *key, const char *v)
 			c->log_file_size = (uint32_t)n;
 		return COFFER_OK;
 	}
+	if (strcmp(key, "backup-rate-limit") == 0) {
+		/* MiB per second, fractions allowed; 0: none */
+		char *end;
+		errno = 0;
+		double mib = strtod(v, &end);
+		if (errno || end == v || *end || !(mib == 0 || (mib >= 0.1 && mib <= 1e6)))
+			return CF_ERROR(COFFER_E_CONFIG, NULL,
+					"backup-rate-limit takes MiB per second (0.1 to 1000000, or 0: no limit), "
+					"not '%s'",
+					v);
+		c->backup_rate = (uint64_t)(mib * 1048576.0);
+		return COFFER_OK;
+	}
+	if (strcmp(key, "backup-priority") == 0) {
+		if (strcmp(v, "low") == 0)
+			c->backup_normal_priority = 0;
+		else if (strcmp(v, "normal") == 0)
+			c->backup_normal_priority = 1;
+		else
+			return CF_ERROR(COFFER_E_CONFIG, NULL, "backup-priority must be low or normal, not '%s'", v);
+		return COFFER_OK;
+	}
 	return CF_ERROR(COFFER_E_CONFIG, NULL, "unknown key '%s'", key);
 }
 
@@ -261,6 +287,8 @@ static int parse_args(struct config *c, int argc, char **argv)
 		{"handshake-timeout", required_argument, NULL, 'H'},
 		{"request-timeout", required_argument, NULL, 'R'},
 		{"timeout", required_argument, NULL, 't'},
+		{"backup-rate-limit", required_argument, NULL, 'L'},
+		{"backup-priority", required_argument, NULL, 'Y'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -297,6 +325,8 @@ static int parse_args(struct config *c, int argc, char **argv)
 		case 'H': CF_RET(apply_key(c, "handshake-timeout", optarg)); break;
 		case 'R': CF_RET(apply_key(c, "request-timeout", optarg)); break;
 		case 't': CF_RET(apply_key(c, "timeout", optarg)); break;
+		case 'L': CF_RET(apply_key(c, "backup-rate-limit", optarg)); break;
+		case 'Y': CF_RET(apply_key(c, "backup-priority", optarg)); break;
 		case 'h':
 			fputs(usage_text, stdout);
 			exit(0);
@@ -455,6 +485,8 @@ int main(int argc, char **argv)
 	scfg.backup_group = cfg.backup_group;
 	scfg.config_file = cfg.config_file;
 	scfg.lim = cfg.lim;
+	scfg.backup_rate = cfg.backup_rate;
+	scfg.backup_normal_priority = cfg.backup_normal_priority;
 	srv = calloc(1, sizeof *srv);
 	if (srv == NULL) {
 		rc = fail(ev, CF_ERROR(COFFER_E_NOMEM, NULL, "no memory"));

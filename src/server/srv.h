@@ -100,6 +100,8 @@ struct srv_config {
 	const char *password;     /* NULL: none (protected mode on TCP) */
 	const char *backup_group; /* group name */
 	const char *config_file;  /* for INFO */
+	uint64_t backup_rate;     /* backup-rate-limit, bytes/s (0: none) */
+	int backup_normal_priority; /* backup-priority normal (default low) */
 	struct srv_limits lim;
 };
 
@@ -253,6 +255,7 @@ struct conn {
 	unsigned readable : 1, writable : 1, eof : 1, closing : 1, dead : 1, busy : 1,
 		reject : 1, parse_stop : 1, hup : 1, lingering : 1;
 	unsigned detach;     /* after the replies are sent: backup session of this type */
+	uint64_t detach_rate; /* ... paced to this many bytes/s (0: none; COFFER.BACKUP RATE) */
 	char *perr;          /* protocol error line, sent after the pending replies */
 	size_t perr_len;
 	int64_t close_deadline_us; /* monotonic; 0: none */
@@ -287,6 +290,7 @@ struct job {
 	int write;            /* needs the write transaction */
 	int slow;             /* has a command that may walk a whole tree */
 	unsigned detach;      /* COFFER.BACKUP accepted: its type (see srv_loop.c) */
+	uint64_t detach_rate; /* its RATE option, bytes/s (0: none) */
 	int close_after;      /* QUIT, a limit or a failed commit */
 	struct reply rep;
 	/* JOB_EVENT */
@@ -394,7 +398,9 @@ void srv_recover_fail_job(struct srv *s, struct job *j);
  * monitor, and fix the advice in MSG when the store is fatal. */
 void srv_recover_notice(struct srv *s, int rc, char *msg, size_t cap);
 /* A backup session over ST (srv_loop.c), refused while writes are stopped. */
-int srv_recover_backup_session(struct srv *s, struct cf_stream *st, unsigned type, const char *who);
+struct srv_backup_opts;
+int srv_recover_backup_session(struct srv *s, struct cf_stream *st, const struct srv_backup_opts *o,
+			       const char *who);
 /* COFFER_OK, or the error to exit with when the store is not open at shutdown. */
 int srv_recover_down(struct srv *s);
 
@@ -423,6 +429,7 @@ struct exec {
 	int observed, changed; /* read data / changed data (write txn) */
 	int close;             /* close the connection after this command's reply */
 	unsigned detach;       /* hand the connection to a backup session (type) */
+	uint64_t detach_rate;  /* its RATE option, bytes/s (0: none) */
 	int hard_rc;           /* first engine failure that broke the write txn */
 	char hard_msg[768];
 };

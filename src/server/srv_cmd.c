@@ -29,6 +29,7 @@
 
 #include "backup/proto.h"
 #include "common/err.h"
+#include "server/srv_backup.h"
 #include "server/srv_cmds.h"
 
 #define SRV_BACKUP_PROTOCOL ((int)CF_BKP_VERSION)
@@ -457,7 +458,9 @@ void job_run(struct exec *e, struct job *j)
 			/* The rest of the connection belongs to the backup session:
 			 * commands sent after COFFER.BACKUP are not run. */
 			j->detach = e->detach;
+			j->detach_rate = e->detach_rate;
 			e->detach = 0;
+			e->detach_rate = 0;
 			break;
 		}
 		if (j->close_after)
@@ -541,6 +544,8 @@ static CMD_FN(cmd_exec)
 	}
 }
 
+static int arg_is(const struct sarg *a, const char *s);
+
 /* ---- COFFER.BACKUP ---- */
 
 /* COFFER.BACKUP <version> <type>: "+COFFER-BACKUP <version>", then the
@@ -576,11 +581,23 @@ static CMD_FN(cmd_backup)
 		return;
 	}
 	/* FASTPATH: descriptor passing, offered on plain Unix sockets only
-	 * (src/backup/proto.h); an unknown option is refused. */
+	 * (src/backup/proto.h); RATE BYTES_PER_SECOND: pace the data (the
+	 * tighter of it and backup-rate-limit applies); an unknown option is
+	 * refused. */
 	int fast = 0;
+	long long rate = 0;
 	for (int i = 3; i < cmd->argc; i++) {
 		if (cmd->argv[i].len == 8 && strncasecmp(cmd->argv[i].p, "FASTPATH", 8) == 0) {
 			fast = c->kind == CONN_UNIX && c->ssl == NULL;
+		} else if (arg_is(&cmd->argv[i], "RATE") && i + 1 < cmd->argc) {
+			i++;
+			if (srv_strict_ll(cmd->argv[i].p, cmd->argv[i].len, &rate) || rate < SRV_BACKUP_MIN_RATE) {
+				r_error(r, NULL, COFFER_E_INVALID_ARGUMENT,
+					"COFFER.BACKUP RATE takes bytes per second, at least %d, not '%.*s'",
+					SRV_BACKUP_MIN_RATE, (int)(cmd->argv[i].len > 32 ? 32 : cmd->argv[i].len),
+					cmd->argv[i].p);
+				return;
+			}
 		} else {
 			r_error(r, NULL, COFFER_E_INVALID_ARGUMENT, "unknown COFFER.BACKUP option '%.*s'",
 				(int)(cmd->argv[i].len > 32 ? 32 : cmd->argv[i].len), cmd->argv[i].p);
@@ -591,6 +608,7 @@ static CMD_FN(cmd_backup)
 	snprintf(line, sizeof line, "COFFER-BACKUP %d%s", SRV_BACKUP_PROTOCOL, fast ? " FASTPATH" : "");
 	r_simple(r, line);
 	e->detach = type | (fast ? CF_BKP_FASTPATH : 0);
+	e->detach_rate = (uint64_t)rate;
 }
 
 /* ---- connection commands ---- */

@@ -181,11 +181,12 @@ void srv_recover_notice(struct srv *s, int rc, char *msg, size_t cap)
 
 /* ---- backup sessions ---- */
 
-int srv_recover_backup_session(struct srv *s, struct cf_stream *st, unsigned type, const char *who)
+int srv_recover_backup_session(struct srv *s, struct cf_stream *st, const struct srv_backup_opts *o,
+			       const char *who)
 {
 	struct srv_recover *R = s->recover;
 	if (R == NULL)
-		return srv_backup_session(s->env, s->ev, st, type, who, &s->stopping);
+		return srv_backup_session(s->env, s->ev, st, o, who, &s->stopping);
 	struct rsess me = {.st = st};
 	pthread_mutex_lock(&R->mu);
 	if (R->state != R_RUNNING) {
@@ -198,7 +199,7 @@ int srv_recover_backup_session(struct srv *s, struct cf_stream *st, unsigned typ
 		cf_bkp_send_error(st, &e);
 		/* Like any backup refused before it began (srv_backup.c). */
 		coffer_evfield f[2] = {{"WHO", who},
-				       {"TYPE", coffer_backup_type_name(type & ~CF_BKP_FASTPATH)}};
+				       {"TYPE", coffer_backup_type_name(o->type & ~CF_BKP_FASTPATH)}};
 		coffer_event_error(s->ev, COFFER_EV_BACKUP_FAILED, &e, f, 2);
 		*(coffer_error *)coffer_error_last() = e;
 		return rc;
@@ -211,7 +212,7 @@ int srv_recover_backup_session(struct srv *s, struct cf_stream *st, unsigned typ
 	R->nsess++;
 	pthread_mutex_unlock(&R->mu);
 
-	int rc = srv_backup_session(env, s->ev, st, type, who, &s->stopping);
+	int rc = srv_backup_session(env, s->ev, st, o, who, &s->stopping);
 	struct coffer_env_info info;
 	int on_failed_store = rc != COFFER_OK && coffer_env_info(env, &info) == COFFER_OK && info.fatal;
 

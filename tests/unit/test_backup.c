@@ -18,6 +18,9 @@
 #include <coffer/backup.h>
 #include <coffer/coffer.h>
 
+#include <xxhash.h>
+
+#include "common/xxh.h"
 #include "engine/env.h"
 
 static char dir[256], rdir[300];
@@ -393,9 +396,39 @@ static void test_bad_page_fails_backup(void **state)
 	coffer_env_close(env);
 }
 
+/* The hashes behind page checksums and backup frames (src/common/xxh.h):
+ * whichever kernel runs, the same bits as libxxhash, for every length class
+ * of XXH3 (0, 1-3, 4-8, 9-16, 17-128, 129-240, long, across stripes) and
+ * any split into pieces. */
+static void test_xxh3_kernel_matches_libxxhash(void **state)
+{
+	(void)state;
+	size_t max = 3 * 8192 + 77;
+	uint8_t *b = malloc(max);
+	assert_non_null(b);
+	for (size_t i = 0; i < max; i++)
+		b[i] = (uint8_t)(i * 131 + (i >> 7));
+	const size_t lens[] = {0, 1, 3, 4, 8, 9, 16, 17, 128, 129, 240, 241, 1023, 1024, 1025, 8184, 8192, 24653};
+	for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+		size_t n = lens[k];
+		assert_true(n <= max);
+		assert_int_equal(cf_xxh3_seed(b, n, 12345), XXH3_64bits_withSeed(b, n, 12345));
+		assert_int_equal(cf_xxh3_seed(b + 1, n > 0 ? n - 1 : 0, 7), XXH3_64bits_withSeed(b + 1, n > 0 ? n - 1 : 0, 7));
+		uint64_t whole = XXH3_64bits(b, n);
+		size_t a = n / 3, c = n / 2;
+		assert_int_equal(cf_xxh3_cat(b, a, b + a, c - a, b + c, n - c), whole);
+		assert_int_equal(cf_xxh3_cat(b, n, NULL, 0, NULL, 0), whole);
+		assert_int_equal(cf_xxh3_cat(NULL, 0, b, 24 < n ? 24 : n, b + (24 < n ? 24 : n), n - (24 < n ? 24 : n)),
+				 whole);
+	}
+	print_message("xxh3 kernel: %s\n", cf_xxh3_kernel());
+	free(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_xxh3_kernel_matches_libxxhash),
 		cmocka_unit_test_setup_teardown(test_full_backup_under_writes_restores, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_incremental_chain_and_truncation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),

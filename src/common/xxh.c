@@ -1,0 +1,57 @@
+/*
+ * xxh.c - XXH3-64 with a kernel chosen at run time (see xxh.h).
+ */
+#include <stddef.h>
+#include <stdint.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
+
+#include "common/xxh.h"
+
+#ifdef CF_HAVE_XXH_AVX2
+uint64_t cf_xxh3_avx2_seed(const void *p, size_t n, uint64_t seed);
+uint64_t cf_xxh3_avx2_cat(const void *a, size_t na, const void *b, size_t nb, const void *c, size_t nc);
+
+/* Decided once, at load time: no branch on a variable that changes. */
+static int use_avx2;
+__attribute__((constructor)) static void pick(void)
+{
+	__builtin_cpu_init();
+	use_avx2 = __builtin_cpu_supports("avx2");
+}
+#else
+enum { use_avx2 = 0 };
+#define cf_xxh3_avx2_seed(p, n, seed) 0
+#define cf_xxh3_avx2_cat(a, na, b, nb, c, nc) 0
+#endif
+
+/* The generic kernels: libxxhash itself (built optimized, whatever this
+ * build's own optimization level). */
+static uint64_t generic_cat(const void *a, size_t na, const void *b, size_t nb, const void *c, size_t nc)
+{
+	XXH3_state_t st;
+	XXH3_INITSTATE(&st);
+	XXH3_64bits_reset(&st);
+	if (na)
+		XXH3_64bits_update(&st, a, na);
+	if (nb)
+		XXH3_64bits_update(&st, b, nb);
+	if (nc)
+		XXH3_64bits_update(&st, c, nc);
+	return XXH3_64bits_digest(&st);
+}
+
+uint64_t cf_xxh3_seed(const void *p, size_t n, uint64_t seed)
+{
+	return use_avx2 ? cf_xxh3_avx2_seed(p, n, seed) : XXH3_64bits_withSeed(p, n, seed);
+}
+
+uint64_t cf_xxh3_cat(const void *a, size_t na, const void *b, size_t nb, const void *c, size_t nc)
+{
+	return use_avx2 ? cf_xxh3_avx2_cat(a, na, b, nb, c, nc) : generic_cat(a, na, b, nb, c, nc);
+}
+
+const char *cf_xxh3_kernel(void)
+{
+	return use_avx2 ? "avx2" : "generic";
+}
