@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <xxhash.h> /* the streaming state of cf_bkp_rx (cf_xxh3_* for whole frames) */
 
 #include "backup/proto.h"
 #include "common/err.h"
