@@ -122,9 +122,12 @@ def test_priority_of_data_thread_and_client(coffer_bin, cofferd_bin, work, setti
         out, err = p.communicate(timeout=120 * SLOW)
         assert p.returncode == 0, err
         assert seen, "no cf-backup thread seen in cofferd while the backup ran"
-        want = base + LOW_NICE if setting == "default" else base
-        assert all(n == min(want, 19) for _, n in seen), seen
-        assert client_nice == (min(LOW_NICE, 19) if setting == "default" else 0), client_nice
+        # Lowered to nice 10 (an absolute value, never a raise): a server or a
+        # client already nicer than that keeps its own.
+        want = max(base, LOW_NICE) if setting == "default" else base
+        assert all(n == want for _, n in seen), (seen, base)
+        mine = os.nice(0)  # what the client inherits from this test
+        assert client_nice == (max(mine, LOW_NICE) if setting == "default" else mine), (client_nice, mine)
         # the session's other work (begin, roll, end) stays at cofferd's own
         assert nice_of(s.pid) == base
     finally:
