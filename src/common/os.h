@@ -101,6 +101,12 @@ int cf_durable_write_file(const char *path, const void *data, size_t n, mode_t m
 /* Rename FROM to TO durably: fsync FROM, rename, fsync the directory (or
  * both directories). */
 int cf_durable_rename(const char *from, const char *to);
+/* Rename FROM to TO unless TO exists as anything (a symbolic link, even a
+ * dangling one, or an empty directory included): renameat2 with
+ * RENAME_NOREPLACE; on a file system without it (EINVAL), an lstat check
+ * then cf_os.rename (a window remains there). Nothing is fsynced.
+ * Errors: COFFER_E_EXISTS naming TO, errno codes. */
+int cf_rename_noreplace(const char *from, const char *to);
 /* OUT = A "/" B. Errors: COFFER_E_INVALID_ARGUMENT if it needs more than CAP
  * bytes with the final NUL. */
 int cf_path_join(char *out, size_t cap, const char *a, const char *b);

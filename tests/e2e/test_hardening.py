@@ -1050,9 +1050,6 @@ def test_hostile_sizes_in_a_set_are_bounded(mkset_sets, tmp_path, coffer_bin, ho
     reliability("hostile", input="set size field: %s" % how, refused=True, nothing_written=True)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: coffer restore removes a leftover TARGET/.restore-tmp "
-                   "through a symbolic link: ar_restore.c prepare_target -> ar_out.c ar_remove_tree "
-                   "opens and unlinks through the link, deleting the files it points to")
 def test_planted_restore_tmp_symlink_is_not_followed(mkset_sets, tmp_path, coffer_bin):
     full, incr = mkset_sets["file"]
     precious = tmp_path / "precious"
