@@ -1117,9 +1117,6 @@ def test_file_modes(mk, coffer_bin, tmp_path):
                 refused=True, nothing_written=True)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: log generations are created 0640 in a 0750 log/ "
-                   "directory (log.c create_gen, cf_log_create), not 0600/0700 as docs/design.md "
-                   "section 3 says; a restored store has 0600/0700")
 def test_log_files_are_private(mk):
     s = mk()
     s.redis().set("a", "b")
