@@ -48,7 +48,7 @@ from server_util import SLOW, Resp, RespError, encode
 
 PAGE = 8192  # cofferd's default page size
 
-CODES = {"FATAL": 8, "DISK_FULL": 21, "DIR_NOT_EMPTY": 25, "PAGE_CHECKSUM": 40, "PAGE_CORRUPT": 41,
+CODES = {"FATAL": 8, "DISK_FULL": 21, "PERMISSION": 22, "DIR_NOT_EMPTY": 25, "PAGE_CHECKSUM": 40, "PAGE_CORRUPT": 41,
          "HEADER_CORRUPT": 43, "LOG_CHECKSUM": 80, "LOG_CORRUPT": 84, "CHECKPOINT_CORRUPT": 85,
          "LOG_FULL": 87, "LIMIT": 104, "ARCHIVE_CORRUPT": 190, "ARCHIVE_TRUNCATED": 191,
          "UNSAFE_PATH": 193, "DIGEST_MISMATCH": 194}
@@ -1070,11 +1070,39 @@ def test_planted_restore_tmp_symlink_is_not_followed(mkset_sets, tmp_path, coffe
     target = tmp_path / "target"
     target.mkdir()
     os.symlink(str(precious), str(target / ".restore-tmp"))
-    coffer(coffer_bin, "restore", full, incr, "--target", str(target))
+    r = coffer(coffer_bin, "restore", full, incr, "--target", str(target))
     survived = (precious / "a.txt").exists() and (precious / "sub" / "b.txt").exists()
     reliability("hostile", input="planted .restore-tmp symlink in a restore target",
                 refused=survived, nothing_written=survived)
     assert survived, "the restore deleted files through a planted symbolic link"
+    assert r.rc == 0, r  # the link was removed as a link; the restore went on
+    assert not os.path.lexists(str(target / ".restore-tmp"))
+    assert os.path.exists(str(target / "coffer.db"))
+
+
+@pytest.mark.parametrize("what", ["cofferd.lock", "events"])
+def test_planted_target_symlink_is_not_followed(what, mkset_sets, tmp_path, coffer_bin):
+    """A restore target whose lock file (written and truncated by its
+    holder) or event log directory is a symbolic link: refused, nothing
+    written through the link."""
+    full, incr = mkset_sets["file"]
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "a.txt").write_text("keep")
+    aim = precious / "a.txt" if what == "cofferd.lock" else precious
+    target = tmp_path / "target"
+    target.mkdir()
+    os.symlink(str(aim), str(target / what))
+    r = coffer(coffer_bin, "restore", full, incr, "--target", str(target))
+    if what == "cofferd.lock":
+        named_error(r, CODES["PERMISSION"], str(target / what), "symbolic link")
+    else:
+        named_error(r, CODES["DIR_NOT_EMPTY"], '"events"')
+    untouched = sorted(os.listdir(str(precious))) == ["a.txt"] and (precious / "a.txt").read_text() == "keep"
+    assert untouched, "the restore wrote through the planted %s link" % what
+    assert sorted(os.listdir(str(target))) == [what], os.listdir(str(target))
+    reliability("hostile", input="planted %s symlink in a restore target" % what,
+                refused=r.rc != 0, nothing_written=untouched)
 
 
 def test_symlinked_set_output_is_not_followed(tmp_path, mk, coffer_bin):
