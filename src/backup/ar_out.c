@@ -68,7 +68,7 @@ uint64_t ar_out_bytes(const struct ar_out *o)
 static int must_not_exist(const char *path)
 {
 	struct stat st;
-	if (lstat(path, &st) == 0)
+	if (cf_os.lstat(path, &st) == 0)
 		return CF_ERROR(COFFER_E_EXISTS, CF_OBJ(.file = path),
 				"the backup set \"%s\" already exists%s; choose another name or remove it",
 				path, S_ISLNK(st.st_mode) ? " (as a symbolic link)" : "");
@@ -248,19 +248,19 @@ static void empty_dir_fd(int dfd, int depth)
 		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
 			continue;
 		struct stat st;
-		if (fstatat(dirfd(dh), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+		if (cf_os.fstatat(dirfd(dh), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
 			continue;
 		if (!S_ISDIR(st.st_mode)) {
-			(void)unlinkat(dirfd(dh), e->d_name, 0);
+			(void)cf_os.unlinkat(dirfd(dh), e->d_name, 0);
 			continue;
 		}
 		if (depth <= 0)
 			continue;
-		int sub = openat(dirfd(dh), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int sub = cf_os.openat(dirfd(dh), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
 		if (sub < 0)
 			continue; /* replaced by a link meanwhile: left alone */
 		empty_dir_fd(sub, depth - 1);
-		(void)unlinkat(dirfd(dh), e->d_name, AT_REMOVEDIR);
+		(void)cf_os.unlinkat(dirfd(dh), e->d_name, AT_REMOVEDIR);
 	}
 	closedir(dh);
 }
@@ -271,13 +271,13 @@ static void empty_dir_fd(int dfd, int depth)
 void ar_remove_tree(const char *d, int depth)
 {
 	struct stat st;
-	if (lstat(d, &st) != 0)
+	if (cf_os.lstat(d, &st) != 0)
 		return;
 	if (!S_ISDIR(st.st_mode)) {
 		(void)cf_os.unlink(d);
 		return;
 	}
-	int fd = open(d, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int fd = cf_os.open(d, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
 	if (fd < 0)
 		return;
 	empty_dir_fd(fd, depth);

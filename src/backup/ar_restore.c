@@ -73,7 +73,7 @@ struct restore {
 static int real_dir(DIR *d, const char *name)
 {
 	struct stat st;
-	return fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+	return cf_os.fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
 }
 
 /* The entries of DIR other than the lock file and the event log: *OTHER

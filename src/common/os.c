@@ -34,6 +34,11 @@ static int os_open(const char *path, int flags, mode_t mode)
 	return open(path, flags, mode);
 }
 
+static int os_openat(int dirfd, const char *path, int flags, mode_t mode)
+{
+	return openat(dirfd, path, flags, mode);
+}
+
 const struct cf_os_table cf_os_real = {
 	.open = os_open,
 	.close = close,
@@ -52,6 +57,11 @@ const struct cf_os_table cf_os_real = {
 	.fstat = fstat,
 	.stat = stat,
 	.flock = flock,
+	.lstat = lstat,
+	.openat = os_openat,
+	.fstatat = fstatat,
+	.unlinkat = unlinkat,
+	.renameat2 = renameat2,
 };
 
 struct cf_os_table cf_os = {
@@ -72,6 +82,11 @@ struct cf_os_table cf_os = {
 	.fstat = fstat,
 	.stat = stat,
 	.flock = flock,
+	.lstat = lstat,
+	.openat = os_openat,
+	.fstatat = fstatat,
+	.unlinkat = unlinkat,
+	.renameat2 = renameat2,
 };
 
 #ifdef COFFER_TESTING
@@ -308,12 +323,12 @@ static int rename_synced(const char *from, const char *to)
 int cf_rename_noreplace(const char *from, const char *to)
 {
 	int e;
-	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+	if (cf_os.renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
 		return COFFER_OK;
 	e = errno;
 	if (e == EINVAL || e == ENOSYS) {
 		struct stat st;
-		if (lstat(to, &st) == 0)
+		if (cf_os.lstat(to, &st) == 0)
 			e = EEXIST;
 		else if (errno != ENOENT)
 			e = errno;

@@ -67,6 +67,12 @@ struct cf_os_table {
 	int (*fstat)(int fd, struct stat *st);
 	int (*stat)(const char *path, struct stat *st);
 	int (*flock)(int fd, int op);
+	int (*lstat)(const char *path, struct stat *st);
+	/* For walks that must not follow links (relative to a directory fd). */
+	int (*openat)(int dirfd, const char *path, int flags, mode_t mode);
+	int (*fstatat)(int dirfd, const char *path, struct stat *st, int flags);
+	int (*unlinkat)(int dirfd, const char *path, int flags);
+	int (*renameat2)(int fromfd, const char *from, int tofd, const char *to, unsigned flags);
 };
 
 /* The table all of Coffer uses; tests may patch it (see above). */
