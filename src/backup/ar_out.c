@@ -240,7 +240,7 @@ static void empty_dir_fd(int dfd, int depth)
 {
 	DIR *dh = fdopendir(dfd);
 	if (dh == NULL) {
-		close(dfd);
+		cf_os.close(dfd);
 		return;
 	}
 	struct dirent *e;

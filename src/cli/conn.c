@@ -232,7 +232,9 @@ void cf_conn_close(struct cf_conn *c)
 	}
 }
 
-int cf_conn_command(struct cf_conn *c, int argc, const char *const *argv)
+static int first_reply_check(struct cf_conn *c, int rc, const char *line);
+
+static int command_write(struct cf_conn *c, int argc, const char *const *argv)
 {
 	char hdr[32];
 	snprintf(hdr, sizeof hdr, "*%d\r\n", argc);
@@ -245,6 +247,16 @@ int cf_conn_command(struct cf_conn *c, int argc, const char *const *argv)
 		CF_RET(cf_stream_write(&c->s, "\r\n", 2));
 	}
 	return COFFER_OK;
+}
+
+int cf_conn_command(struct cf_conn *c, int argc, const char *const *argv)
+{
+	int rc = command_write(c, argc, argv);
+	/* A TLS listener resets a plain client: the reset may meet one of the
+	 * first request's writes before any reply is read. */
+	if (rc == COFFER_E_CONNECTION_LOST)
+		rc = first_reply_check(c, rc, "");
+	return rc;
 }
 
 /* "-ERR text (COFFER_E_NAME)" -> the code and the text. */
