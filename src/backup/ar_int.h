@@ -165,7 +165,9 @@ void ar_out_discard(struct ar_out *o);
 /* Discard and free (NULL is ignored). */
 void ar_out_free(struct ar_out *o);
 /* Remove directory D with its files and DEPTH levels of subdirectories
- * (best effort: temporaries of a failed backup or restore). */
+ * (best effort: temporaries of a failed backup or restore). A symbolic
+ * link, D itself or inside it, is removed as a link and never followed
+ * (lstat, openat(O_NOFOLLOW | O_DIRECTORY), unlinkat). */
 void ar_remove_tree(const char *d, int depth);
 
 #endif

@@ -11,9 +11,12 @@
  *               stored file (each fsynced when its file ends), log/, and
  *               MANIFEST; the directories fsynced, then renamed to PATH.
  *
- * PATH must not exist at the start (COFFER_E_EXISTS) and is checked again
- * just before the rename (rename(2) would replace a file or an empty
- * directory). On failure ar_out_discard() removes the temporary at once.
+ * PATH must not exist at the start (COFFER_E_EXISTS; lstat: a symbolic
+ * link, dangling or not, counts) and is checked again just before the
+ * rename, which is renameat2(RENAME_NOREPLACE) (cf_rename_noreplace): a
+ * file, link or empty directory that appears at PATH is never replaced.
+ * Members are created O_EXCL | O_NOFOLLOW. On failure ar_out_discard()
+ * removes the temporary at once (ar_remove_tree: never through a link).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -88,13 +91,15 @@ void ar_out_reserve(struct ar_out *o, uint64_t n)
 	errno = saved; /* a hint: a full disk shows in the writes, with their detail */
 }
 
+/* PATH must not be there as anything: lstat, so that a symbolic link (even
+ * a dangling one) counts, rather than being replaced by the rename. */
 static int must_not_exist(const char *path)
 {
 	struct stat st;
-	if (cf_os.stat(path, &st) == 0)
+	if (cf_os.lstat(path, &st) == 0)
 		return CF_ERROR(COFFER_E_EXISTS, CF_OBJ(.file = path),
-				"the backup set \"%s\" already exists; choose another name or remove it",
-				path);
+				"the backup set \"%s\" already exists%s; choose another name or remove it",
+				path, S_ISLNK(st.st_mode) ? " (as a symbolic link)" : "");
 	if (errno != ENOENT)
 		return cf_error_sys("stat", path, -1);
 	return COFFER_OK;
@@ -174,7 +179,7 @@ int ar_out_open(struct ar_out **out, const char *path, int dir)
 		}
 	} else {
 		snprintf(o->cur, sizeof o->cur, "%s", o->tmp);
-		rc = cf_open(&o->fd, o->tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		rc = cf_open(&o->fd, o->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
 		if (rc) {
 			free(o->tmp);
 			o->tmp = NULL;
@@ -196,12 +201,12 @@ static int open_member(struct ar_out *o, const char *name, uint32_t kind)
 	if (strncmp(name, "log/", 4) == 0 && !o->log_made) {
 		char d[PATH_MAX];
 		CF_RET(cf_path_join(d, sizeof d, o->tmp, "log"));
-		if (cf_os.mkdir(d, 0700) != 0 && errno != EEXIST)
+		if (cf_os.mkdir(d, 0700) != 0) /* EEXIST too: log/ is made once */
 			return cf_error_sys("create directory", d, -1);
 		o->log_made = 1;
 	}
 	CF_RET(cf_path_join(o->cur, sizeof o->cur, o->tmp, name));
-	CF_RET(cf_open(&o->fd, o->cur, O_WRONLY | O_CREAT | O_EXCL, 0600));
+	CF_RET(cf_open(&o->fd, o->cur, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600));
 	o->off = 0;
 	out_fd_set(o);
 	return write_header(o, kind);
@@ -267,33 +272,70 @@ int ar_out_commit(struct ar_out *o)
 		CF_RET(cf_fsync_dir(o->tmp));
 	}
 	CF_RET(must_not_exist(o->path));
-	if (cf_os.rename(o->tmp, o->path) != 0) {
-		int e = errno;
-		return CF_ERROR(coffer_code_from_errno(e), CF_OBJ(.file = o->path, .sys_errno = e),
-				"could not rename \"%s\" to \"%s\": %s", o->tmp, o->path, strerror(e));
-	}
+	/* Never over anything that appeared since (a file, a link, an empty
+	 * directory): the check above says why in most cases, this closes the
+	 * race. */
+	int rc = cf_rename_noreplace(o->tmp, o->path);
+	if (rc == COFFER_E_EXISTS)
+		return CF_ERROR(COFFER_E_EXISTS, CF_OBJ(.file = o->path),
+				"the backup set \"%s\" appeared while the backup was written; "
+				"choose another name or remove it",
+				o->path);
+	CF_RET(rc);
 	o->committed = 1;
 	CF_RET(cf_path_dirname(parent, sizeof parent, o->path));
 	return cf_fsync_dir(parent);
 }
 
-/* Remove directory D's entries (DEPTH levels of subdirectories), then D. */
+/* Empty the directory open as DFD: every entry that is not a directory
+ * (a symbolic link included) is unlinked itself; a directory is opened
+ * with O_NOFOLLOW | O_DIRECTORY relative to DFD, emptied (DEPTH more
+ * levels) and removed. Nothing is ever reached through a link. Closes DFD. */
+static void empty_dir_fd(int dfd, int depth)
+{
+	DIR *dh = fdopendir(dfd);
+	if (dh == NULL) {
+		cf_os.close(dfd);
+		return;
+	}
+	struct dirent *e;
+	while ((e = readdir(dh)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		struct stat st;
+		if (cf_os.fstatat(dirfd(dh), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+			continue;
+		if (!S_ISDIR(st.st_mode)) {
+			(void)cf_os.unlinkat(dirfd(dh), e->d_name, 0);
+			continue;
+		}
+		if (depth <= 0)
+			continue;
+		int sub = cf_os.openat(dirfd(dh), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+		if (sub < 0)
+			continue; /* replaced by a link meanwhile: left alone */
+		empty_dir_fd(sub, depth - 1);
+		(void)cf_os.unlinkat(dirfd(dh), e->d_name, AT_REMOVEDIR);
+	}
+	closedir(dh);
+}
+
+/* Remove D: a symbolic link or file is unlinked (never followed); a
+ * directory loses its entries (DEPTH levels of subdirectories), then
+ * itself. */
 void ar_remove_tree(const char *d, int depth)
 {
-	DIR *dh = opendir(d);
-	if (dh) {
-		struct dirent *e;
-		while ((e = readdir(dh)) != NULL) {
-			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-				continue;
-			char p[PATH_MAX];
-			if (cf_path_join(p, sizeof p, d, e->d_name) != COFFER_OK)
-				continue;
-			if (cf_os.unlink(p) != 0 && depth > 0)
-				ar_remove_tree(p, depth - 1);
-		}
-		closedir(dh);
+	struct stat st;
+	if (cf_os.lstat(d, &st) != 0)
+		return;
+	if (!S_ISDIR(st.st_mode)) {
+		(void)cf_os.unlink(d);
+		return;
 	}
+	int fd = cf_os.open(d, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	empty_dir_fd(fd, depth);
 	cf_os.rmdir(d);
 }
 

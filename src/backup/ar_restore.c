@@ -6,11 +6,13 @@
  *   1. open every set (manifests of files and directories are read at once)
  *      and check each set and the chain (cf_set_check, cf_set_chain_check);
  *      a set read from a pipe is checked when its manifest arrives;
- *   2. the target: refused if it holds anything but an event log, an
- *      unlocked lock file and a .restore-tmp left by a killed restore (removed
- *      once the lock is held) (COFFER_E_DIR_NOT_EMPTY), or if a process holds
- *      its lock (COFFER_E_SERVER_RUNNING); else created 0700 and locked for
- *      the whole restore (cf_dirlock_acquire);
+ *   2. the target: refused if it holds anything but an event log (a real
+ *      directory), an unlocked lock file (not a link: cf_dirlock_acquire
+ *      opens it O_NOFOLLOW) and a .restore-tmp left by a killed restore
+ *      (removed once the lock is held; a symbolic link there is removed
+ *      itself, never followed) (COFFER_E_DIR_NOT_EMPTY), or if a process
+ *      holds its lock (COFFER_E_SERVER_RUNNING); else created 0700 and
+ *      locked for the whole restore (cf_dirlock_acquire);
  *   3. every stored file is written into TARGET/.restore-tmp as it is read,
  *      each block verified before it is written, each file's size and
  *      SHA-256 before it counts, its header checked (cf_content_check);
@@ -23,7 +25,9 @@
  *      redo LSN unless it already is; every file and directory fsynced;
  *   5. log/, checkpoint, then coffer.db renamed into the target (coffer.db
  *      last: its presence makes the directory a store, and it says "needs
- *      recovery"); the target fsynced; .restore-tmp removed;
+ *      recovery"), never over anything that appeared there meanwhile
+ *      (RENAME_NOREPLACE: COFFER_E_DIR_NOT_EMPTY); the target fsynced;
+ *      .restore-tmp removed;
  *   6. the lock released (the engine takes it again), then unless
  *      --no-recover, coffer_env_open(COFFER_ENV_HARD_RECOVERY [, until])
  *      and coffer_env_close: a clean store. If recovery fails the store
@@ -65,8 +69,16 @@ struct restore {
 	coffer_evlog *ev;
 	char tmp[PATH_MAX];
 	int tmp_made;
+	int moved; /* how many of log/, checkpoint are in the target already */
 	char sets_text[1024];
 };
+
+/* NAME in the directory open as D is a directory, not a link to one. */
+static int real_dir(DIR *d, const char *name)
+{
+	struct stat st;
+	return cf_os.fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
 
 /* The entries of DIR other than the lock file and the event log: *OTHER
  * gets the first one, *COUNT how many. */
@@ -86,8 +98,10 @@ static int scan_target(const char *dir, char *other, size_t cap, unsigned *count
 			*has_lock = 1;
 			continue;
 		}
-		if (!strcmp(e->d_name, "events") || !strcmp(e->d_name, TMP_NAME))
-			continue; /* ours: an event log, a restore killed midway */
+		if (!strcmp(e->d_name, TMP_NAME))
+			continue; /* a restore killed midway: removed (a link as a link) */
+		if (!strcmp(e->d_name, "events") && real_dir(d, e->d_name))
+			continue; /* an event log; a link there would be followed: "other" */
 		if ((*count)++ == 0)
 			snprintf(other, cap, "%s", e->d_name);
 	}
@@ -148,8 +162,7 @@ static int prepare_target(struct restore *rs)
 	/* Left by a restore that was killed: we hold the lock, it is ours. */
 	char tmp[PATH_MAX];
 	CF_RET(cf_path_join(tmp, sizeof tmp, dir, TMP_NAME));
-	if (cf_os.stat(tmp, &st) == 0)
-		ar_remove_tree(tmp, 1);
+	ar_remove_tree(tmp, 1); /* a symbolic link is removed, never followed */
 	return COFFER_OK;
 }
 
@@ -183,7 +196,7 @@ static int lay_down(struct restore *rs, size_t i, const char *name, struct cf_co
 				rs->names[i]);
 	CF_RET(cf_path_join(path, sizeof path, rs->tmp, name));
 	CF_RET(cf_content_check_begin(cc, name));
-	rc = cf_open(&fd, path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	rc = cf_open(&fd, path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
 	if (rc == COFFER_E_EXISTS)
 		return CF_ERROR(COFFER_E_CHAIN_BROKEN, CF_OBJ(.file = rs->names[i]),
 				"\"%s\" holds \"%s\", which an earlier set of the restore already gave",
@@ -289,12 +302,15 @@ static int move_in(struct restore *rs, const char *name)
 	char from[PATH_MAX], to[PATH_MAX];
 	CF_RET(cf_path_join(from, sizeof from, rs->tmp, name));
 	CF_RET(cf_path_join(to, sizeof to, rs->o->target, name));
-	if (cf_os.rename(from, to) != 0) {
-		int e = errno;
-		return CF_ERROR(coffer_code_from_errno(e), CF_OBJ(.file = to, .sys_errno = e),
-				"could not rename \"%s\" to \"%s\": %s", from, to, strerror(e));
-	}
-	return COFFER_OK;
+	/* The target was empty when its lock was taken; whatever appeared
+	 * since (a file, a symbolic link) is never replaced. */
+	int rc = cf_rename_noreplace(from, to);
+	if (rc == COFFER_E_EXISTS)
+		return CF_ERROR(COFFER_E_DIR_NOT_EMPTY, CF_OBJ(.file = rs->o->target),
+				"\"%s\" appeared in the restore target \"%s\" during the restore; "
+				"nothing was replaced; restore into a new or empty directory",
+				name, rs->o->target);
+	return rc;
 }
 
 static void lsn_text(char *buf, size_t cap, uint64_t lsn)
@@ -395,7 +411,9 @@ int cf_restore(const char *const *sets, size_t n, const struct cf_restore_option
 	CF_GO(rc, cf_fsync_dir(logdir));
 	CF_GO(rc, cf_fsync_dir(rs.tmp));
 	CF_GO(rc, move_in(&rs, "log"));
+	rs.moved = 1;
 	CF_GO(rc, move_in(&rs, "checkpoint"));
+	rs.moved = 2;
 	CF_GO(rc, move_in(&rs, CF_AR_DB_NAME));
 	laid = 1;
 	CF_GO(rc, cf_fsync_dir(o->target));
@@ -452,6 +470,15 @@ err:
 	}
 out: {
 	coffer_error saved = *coffer_error_last();
+	/* coffer.db did not get there: take log/ and checkpoint back out, so
+	 * that the target holds nothing of the restore. */
+	static const char *const moved[] = {"log", "checkpoint"};
+	for (int i = laid ? 0 : rs.moved; i-- > 0;) {
+		char from[PATH_MAX], to[PATH_MAX];
+		if (cf_path_join(from, sizeof from, o->target, moved[i]) == COFFER_OK &&
+		    cf_path_join(to, sizeof to, rs.tmp, moved[i]) == COFFER_OK)
+			(void)cf_os.rename(from, to);
+	}
 	if (rs.tmp_made)
 		ar_remove_tree(rs.tmp, 1);
 	cf_dirlock_release(rs.lock);

@@ -239,11 +239,13 @@ void cf_conn_close(struct cf_conn *c)
 	}
 }
 
+static int first_reply_check(struct cf_conn *c, int rc, const char *line);
+
 /* The whole command in one write: a TLS listener that a plain client
  * reached resets the connection after the first bytes, and a command sent
  * in pieces then fails on a later piece with a bare "connection reset"
  * instead of at the reply, where first_reply_check() explains it. */
-int cf_conn_command(struct cf_conn *c, int argc, const char *const *argv)
+static int command_write(struct cf_conn *c, int argc, const char *const *argv)
 {
 	size_t total = 16;
 	for (int i = 0; i < argc; i++)
@@ -264,6 +266,16 @@ int cf_conn_command(struct cf_conn *c, int argc, const char *const *argv)
 	explicit_bzero(buf, n); /* AUTH carries the password */
 	if (buf != small)
 		free(buf);
+	return rc;
+}
+
+int cf_conn_command(struct cf_conn *c, int argc, const char *const *argv)
+{
+	int rc = command_write(c, argc, argv);
+	/* A TLS listener resets a plain client: the reset may meet one of the
+	 * first request's writes before any reply is read. */
+	if (rc == COFFER_E_CONNECTION_LOST)
+		rc = first_reply_check(c, rc, "");
 	return rc;
 }
 

@@ -34,6 +34,11 @@ static int os_open(const char *path, int flags, mode_t mode)
 	return open(path, flags, mode);
 }
 
+static int os_openat(int dirfd, const char *path, int flags, mode_t mode)
+{
+	return openat(dirfd, path, flags, mode);
+}
+
 const struct cf_os_table cf_os_real = {
 	.open = os_open,
 	.close = close,
@@ -52,6 +57,11 @@ const struct cf_os_table cf_os_real = {
 	.fstat = fstat,
 	.stat = stat,
 	.flock = flock,
+	.lstat = lstat,
+	.openat = os_openat,
+	.fstatat = fstatat,
+	.unlinkat = unlinkat,
+	.renameat2 = renameat2,
 };
 
 struct cf_os_table cf_os = {
@@ -72,6 +82,11 @@ struct cf_os_table cf_os = {
 	.fstat = fstat,
 	.stat = stat,
 	.flock = flock,
+	.lstat = lstat,
+	.openat = os_openat,
+	.fstatat = fstatat,
+	.unlinkat = unlinkat,
+	.renameat2 = renameat2,
 };
 
 #ifdef COFFER_TESTING
@@ -305,6 +320,30 @@ static int rename_synced(const char *from, const char *to)
 	return COFFER_OK;
 }
 
+int cf_rename_noreplace(const char *from, const char *to)
+{
+	int e;
+	if (cf_os.renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+		return COFFER_OK;
+	e = errno;
+	if (e == EINVAL || e == ENOSYS) {
+		struct stat st;
+		if (cf_os.lstat(to, &st) == 0)
+			e = EEXIST;
+		else if (errno != ENOENT)
+			e = errno;
+		else if (cf_os.rename(from, to) == 0)
+			return COFFER_OK;
+		else
+			e = errno;
+	}
+	if (e == EEXIST)
+		return CF_ERROR(COFFER_E_EXISTS, CF_OBJ(.file = to, .sys_errno = e),
+				"could not rename \"%s\" to \"%s\": \"%s\" exists", from, to, to);
+	return CF_ERROR(coffer_code_from_errno(e), CF_OBJ(.file = to, .sys_errno = e),
+			"could not rename \"%s\" to \"%s\": %s", from, to, strerror(e));
+}
+
 int cf_durable_rename(const char *from, const char *to)
 {
 	int fd, rc;
@@ -322,7 +361,7 @@ int cf_durable_write_file(const char *path, const void *data, size_t n, mode_t m
 	if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
 		return CF_ERROR(COFFER_E_INVALID_ARGUMENT, CF_OBJ(.file = path),
 				"the path \"%s.tmp\" is longer than %zu bytes", path, sizeof tmp - 1);
-	CF_GO(rc, cf_open(&fd, tmp, O_WRONLY | O_CREAT | O_TRUNC, mode));
+	CF_GO(rc, cf_open(&fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode));
 	CF_GO(rc, cf_write_full(fd, tmp, data, n));
 	CF_GO(rc, cf_fsync(fd, tmp));
 	rc = cf_close(fd, tmp);
@@ -391,7 +430,15 @@ int cf_dirlock_acquire(cf_dirlock **out, const char *dir, const char *who)
 	if (!S_ISDIR(st.st_mode))
 		return CF_ERROR(COFFER_E_NOT_A_DIRECTORY, CF_OBJ(.file = dir),
 				"data directory %s is not a directory", dir);
-	CF_GO(rc, cf_open(&fd, path, O_RDWR | O_CREAT, 0600));
+	/* O_NOFOLLOW: the lock file is written and truncated, so a symbolic
+	 * link planted in its place must not be followed. */
+	rc = cf_open(&fd, path, O_RDWR | O_CREAT | O_NOFOLLOW, 0600);
+	if (rc && coffer_error_last()->sys_errno == ELOOP)
+		rc = CF_ERROR(COFFER_E_PERMISSION, CF_OBJ(.file = path, .sys_errno = ELOOP),
+			      "the lock file %s of data directory %s is a symbolic link; Coffer "
+			      "does not follow it: remove the link",
+			      path, dir);
+	CF_GO(rc, rc);
 	if (cf_os.flock(fd, LOCK_EX | LOCK_NB) != 0) {
 		if (errno == EWOULDBLOCK)
 			rc = locked_error(fd, dir, path);

@@ -67,6 +67,12 @@ struct cf_os_table {
 	int (*fstat)(int fd, struct stat *st);
 	int (*stat)(const char *path, struct stat *st);
 	int (*flock)(int fd, int op);
+	int (*lstat)(const char *path, struct stat *st);
+	/* For walks that must not follow links (relative to a directory fd). */
+	int (*openat)(int dirfd, const char *path, int flags, mode_t mode);
+	int (*fstatat)(int dirfd, const char *path, struct stat *st, int flags);
+	int (*unlinkat)(int dirfd, const char *path, int flags);
+	int (*renameat2)(int fromfd, const char *from, int tofd, const char *to, unsigned flags);
 };
 
 /* The table all of Coffer uses; tests may patch it (see above). */
@@ -101,6 +107,12 @@ int cf_durable_write_file(const char *path, const void *data, size_t n, mode_t m
 /* Rename FROM to TO durably: fsync FROM, rename, fsync the directory (or
  * both directories). */
 int cf_durable_rename(const char *from, const char *to);
+/* Rename FROM to TO unless TO exists as anything (a symbolic link, even a
+ * dangling one, or an empty directory included): renameat2 with
+ * RENAME_NOREPLACE; on a file system without it (EINVAL), an lstat check
+ * then cf_os.rename (a window remains there). Nothing is fsynced.
+ * Errors: COFFER_E_EXISTS naming TO, errno codes. */
+int cf_rename_noreplace(const char *from, const char *to);
 /* OUT = A "/" B. Errors: COFFER_E_INVALID_ARGUMENT if it needs more than CAP
  * bytes with the final NUL. */
 int cf_path_join(char *out, size_t cap, const char *a, const char *b);

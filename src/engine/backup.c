@@ -295,9 +295,7 @@ int coffer_backup_read_pages(coffer_backup *b, uint64_t first, uint32_t count, v
 		st = cf_page_verify(pg, ps, pgno);
 		if (st != CF_PAGE_OK && st != CF_PAGE_ZERO) {
 			rc = cf_page_error(st, pg, ps, pgno, env->dbpath);
-			if (env->evlog)
-				coffer_event_error(env->evlog, COFFER_EV_PAGE_CHECKSUM, coffer_error_last(),
-						   NULL, 0);
+			cf_env_page_damage_event(env, st, cf_get64(pg), cf_page_checksum(pg, ps), 0);
 			return rc;
 		}
 	}

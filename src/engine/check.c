@@ -13,7 +13,9 @@
  *  4 the free list (trunk pages and their entries), marking them too;
  *  5 every page owned twice is reported by 3/4; every page owned by nobody
  *    is reported as leaked; the free count in the meta page must match.
- * Each problem goes to the callback with its page and a sentence.
+ * Each problem goes to the callback with its page and a sentence, once: a
+ * page that fails its checksum in step 2 is not reported again when the
+ * walk of 3/4 meets it (the walk does not go below it).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +37,9 @@ struct chk {
 	uint32_t ps;
 	cf_pgno npages;
 	uint8_t *owned;
+	uint8_t *bad;          /* pages step 2 found damaged: reported there, once */
+	cf_pgno quiet;         /* pgno + 1 of a read refused for a page in bad */
+	char quiet_msg[sizeof(((coffer_error *)0)->message)]; /* its message, which the walk repeats */
 	struct coffer_check_result *res;
 	coffer_check_problem_fn fn;
 	void *arg;
@@ -56,14 +61,27 @@ static void problem(struct chk *c, int64_t pgno, const char *fmt, ...)
 		c->fn(c->arg, pgno, msg);
 }
 
+static int is_bad(const struct chk *c, cf_pgno pgno)
+{
+	return c->bad && pgno < c->npages && ((c->bad[pgno / 8] >> (pgno % 8)) & 1);
+}
+
+/* The tree walk reports a page it cannot read; a page whose damage step 2
+ * reported already is not reported again (one problem per damaged page). */
 static void bt_problem(void *arg, cf_pgno pgno, const char *what)
 {
-	problem(arg, pgno, "%s", what);
+	struct chk *c = arg;
+	if (c->quiet == pgno + 1 && strncmp(c->quiet_msg, what, strlen(what)) == 0) {
+		c->quiet = 0;
+		return;
+	}
+	problem(c, pgno, "%s", what);
 }
 
 static int io_read(cf_pageio *io, cf_pgno pgno, const uint8_t **page, void **pin)
 {
 	struct chk *c = CHK_OF(io);
+	c->quiet = 0;
 	if (pgno >= c->npages)
 		return CF_ERROR(COFFER_E_PAGE_CORRUPT, CF_OBJ(.file = c->path, CF_PAGE(pgno)),
 				"a link points at page %u, past the end of the file (%u pages)", pgno,
@@ -76,6 +94,10 @@ static int io_read(cf_pageio *io, cf_pgno pgno, const uint8_t **page, void **pin
 		enum cf_page_state st = cf_page_verify(buf, c->ps, pgno);
 		if (st != CF_PAGE_OK)
 			rc = cf_page_error(st, buf, c->ps, pgno, c->path);
+		if (rc && is_bad(c, pgno)) {
+			c->quiet = pgno + 1;
+			snprintf(c->quiet_msg, sizeof c->quiet_msg, "%s", coffer_error_last()->message);
+		}
 	}
 	if (rc) {
 		free(buf);
@@ -140,8 +162,9 @@ static void check_freelist(struct chk *c, cf_pgno head)
 		const uint8_t *pg;
 		void *pin;
 		if (io_read(&c->io, head, &pg, &pin) != COFFER_OK) {
-			problem(c, head, "free-list trunk page %u cannot be read: %s", head,
-				coffer_error_last()->message);
+			if (!is_bad(c, head)) /* else reported by step 2 */
+				problem(c, head, "free-list trunk page %u cannot be read: %s", head,
+					coffer_error_last()->message);
 			return;
 		}
 		uint32_t n = cf_get32(pg + CF_TRUNK_COUNT);
@@ -227,7 +250,14 @@ int coffer_check(const char *dir, coffer_check_problem_fn fn, void *arg,
 		goto err;
 	}
 	uint8_t *zero = calloc((size_t)c.npages / 8 + 1, 1);
-	for (cf_pgno p = CF_PGNO_META; p < c.npages && zero; p++) {
+	c.bad = calloc((size_t)c.npages / 8 + 1, 1);
+	if (zero == NULL || c.bad == NULL) {
+		free(buf);
+		free(zero);
+		rc = CF_ERROR(COFFER_E_NOMEM, NULL, "no memory to check %u pages", c.npages);
+		goto err;
+	}
+	for (cf_pgno p = CF_PGNO_META; p < c.npages; p++) {
 		rc = cf_pread_full(c.fd, path, buf, c.ps, (uint64_t)p * c.ps);
 		if (rc) {
 			free(buf);
@@ -242,6 +272,7 @@ int coffer_check(const char *dir, coffer_check_problem_fn fn, void *arg,
 			cf_page_error(s, buf, c.ps, p, path);
 			problem(&c, p, "%s", coffer_error_last()->message);
 			res->bad_checksums++;
+			c.bad[p / 8] |= (uint8_t)(1u << (p % 8));
 		}
 	}
 	free(buf);
@@ -252,7 +283,9 @@ int coffer_check(const char *dir, coffer_check_problem_fn fn, void *arg,
 	void *mpin;
 	rc = io_read(&c.io, CF_PGNO_META, &meta, &mpin);
 	if (rc) {
-		problem(&c, CF_PGNO_META, "the meta page cannot be read: %s", coffer_error_last()->message);
+		if (!is_bad(&c, CF_PGNO_META)) /* else reported by step 2 */
+			problem(&c, CF_PGNO_META, "the meta page cannot be read: %s",
+				coffer_error_last()->message);
 		free(zero);
 		rc = COFFER_OK;
 		goto done;
@@ -317,6 +350,7 @@ done:
 			   : COFFER_OK;
 err:
 	free(c.owned);
+	free(c.bad);
 	if (c.fd >= 0)
 		close(c.fd);
 	cf_dirlock_release(lock);

@@ -74,6 +74,36 @@ int cf_env_set_fatal(coffer_env *env, int code, const char *what)
 	return code;
 }
 
+void cf_env_page_damage_event(coffer_env *env, enum cf_page_state st, uint64_t stored,
+			      uint64_t computed, uint64_t suppressed)
+{
+	if (env->evlog == NULL)
+		return;
+	coffer_error saved = *coffer_error_last();
+	char sv[24], cv[24], sup[24];
+	coffer_evfield f[3];
+	size_t n = 0;
+	if (st == CF_PAGE_BAD_CHECKSUM) {
+		snprintf(sv, sizeof sv, "0x%016llx", (unsigned long long)stored);
+		snprintf(cv, sizeof cv, "0x%016llx", (unsigned long long)computed);
+		f[n++] = (coffer_evfield){"STORED", sv};
+		f[n++] = (coffer_evfield){"COMPUTED", cv};
+	}
+	if (suppressed) {
+		snprintf(sup, sizeof sup, "%llu", (unsigned long long)suppressed);
+		f[n++] = (coffer_evfield){"SUPPRESSED", sup};
+	}
+	coffer_event_error(env->evlog, COFFER_EV_PAGE_CHECKSUM, &saved, f, n);
+	*(coffer_error *)coffer_error_last() = saved;
+}
+
+static void page_damage_cb(void *arg, cf_pgno pgno, enum cf_page_state st, uint64_t stored,
+			   uint64_t computed, uint64_t suppressed)
+{
+	(void)pgno; /* in the error record */
+	cf_env_page_damage_event(arg, st, stored, computed, suppressed);
+}
+
 static int flush_log_cb(void *arg, cf_lsn lsn)
 {
 	coffer_env *env = arg;
@@ -423,6 +453,7 @@ int coffer_env_open(coffer_env **out, const char *dir, const coffer_env_options 
 
 	CF_GO(rc, cf_pager_open(&env->pager, env->fd, env->dbpath, env->page_size,
 				env->opts.cache_bytes, flush_log_cb, env));
+	cf_pager_on_damage(env->pager, page_damage_cb, env);
 	struct cf_recovery_result res;
 	rc = cf_recover(env, redo, &res);
 	if (rc) {

@@ -88,6 +88,13 @@ cf_pageio *cf_txn_io(coffer_txn *txn);
 cf_lsn cf_env_horizon(coffer_env *env);
 
 /* env.c */
+/* Event 1100 (COFFER_EV_PAGE_CHECKSUM) for a damaged page that a read
+ * met; the thread's error record (cf_page_error's) gives the file, page,
+ * offset and message, which it keeps. Fields STORED and COMPUTED (the
+ * checksums, hex) and, when reports were dropped by the pager's rate
+ * limit, SUPPRESSED. Nothing without an event log. */
+void cf_env_page_damage_event(coffer_env *env, enum cf_page_state st, uint64_t stored,
+			      uint64_t computed, uint64_t suppressed);
 int cf_env_set_fatal(coffer_env *env, int code, const char *what);
 void cf_env_kick_checkpoint(coffer_env *env);
 

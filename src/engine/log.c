@@ -322,7 +322,10 @@ static int create_gen(const char *dir, uint32_t gen, const uint8_t sig[16], uint
 	};
 	memcpy(h.sig, sig, 16);
 	cf_log_header_encode(&h, block);
-	CF_GO(rc, cf_open(&fd, tmp, O_RDWR | O_CREAT | O_TRUNC, 0640));
+	/* 0600 in a 0700 log/ (design.md section 3); O_NOFOLLOW: a stale
+	 * .tmp is reused, a symbolic link there is refused, never written
+	 * through. */
+	CF_GO(rc, cf_open(&fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600));
 	CF_GO(rc, preallocate(fd, tmp, size));
 	CF_GO(rc, cf_pwrite_full(fd, tmp, block, CF_LOG_HDR_SIZE, 0));
 	CF_GO(rc, cf_fsync(fd, tmp));
@@ -353,7 +356,7 @@ int cf_log_create(const char *logdir, const uint8_t sig[16], const cf_log_option
 	char path[PATH_MAX];
 	int fd, renamed, rc;
 	CF_RET(check_file_size(size));
-	CF_RET(cf_mkdir_p(logdir, 0750));
+	CF_RET(cf_mkdir_p(logdir, 0700));
 	CF_RET(cf_log_list_gens(logdir, &gens, &n));
 	free(gens);
 	if (n > 0)

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/err.h"
 #include "common/os.h"
@@ -51,6 +52,15 @@ struct cf_pager {
 	size_t gc_cap, gc_head, gc_len;
 
 	struct cf_pager_stats st;
+
+	/* damaged pages met by readers (cf_pager_on_damage) */
+	cf_page_damage_fn on_damage;
+	void *damage_arg;
+	cf_pgno dmg_recent[CF_PAGER_DAMAGE_RECENT]; /* pgno + 1; 0 = free */
+	unsigned dmg_next;                          /* ring position */
+	int64_t dmg_sec;                            /* the second counted */
+	unsigned dmg_in_sec;
+	uint64_t dmg_suppressed;
 };
 
 /* ---- images ---- */
@@ -280,6 +290,57 @@ static int read_page(cf_pager *p, cf_pgno pgno, cf_img *img, enum cf_page_state 
 	return COFFER_OK;
 }
 
+void cf_pager_on_damage(cf_pager *p, cf_page_damage_fn fn, void *arg)
+{
+	p->on_damage = fn;
+	p->damage_arg = arg;
+}
+
+/* Forget PGNO as reported (it was rewritten; p->mu held). */
+static void damage_forget(cf_pager *p, cf_pgno pgno)
+{
+	for (unsigned i = 0; i < CF_PAGER_DAMAGE_RECENT; i++)
+		if (p->dmg_recent[i] == pgno + 1)
+			p->dmg_recent[i] = 0;
+}
+
+/* A reader's load of PGNO found the page damaged (state ST, bytes PG); the
+ * error record describes it. Report it unless it was reported lately or
+ * the rate limit is spent. Called without p->mu. */
+static void damage_report(cf_pager *p, cf_pgno pgno, enum cf_page_state st, const uint8_t *pg)
+{
+	if (p->on_damage == NULL)
+		return;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t suppressed = 0;
+	int go = 1;
+	pthread_mutex_lock(&p->mu);
+	for (unsigned i = 0; i < CF_PAGER_DAMAGE_RECENT && go; i++)
+		if (p->dmg_recent[i] == pgno + 1)
+			go = 0;
+	if (go) {
+		if (p->dmg_sec != (int64_t)ts.tv_sec) {
+			p->dmg_sec = (int64_t)ts.tv_sec;
+			p->dmg_in_sec = 0;
+		}
+		if (p->dmg_in_sec >= CF_PAGER_DAMAGE_PER_SEC) {
+			p->dmg_suppressed++; /* not remembered: reported when next met */
+			go = 0;
+		} else {
+			p->dmg_in_sec++;
+			p->dmg_recent[p->dmg_next] = pgno + 1;
+			p->dmg_next = (p->dmg_next + 1) % CF_PAGER_DAMAGE_RECENT;
+			suppressed = p->dmg_suppressed;
+			p->dmg_suppressed = 0;
+		}
+	}
+	pthread_mutex_unlock(&p->mu);
+	if (go)
+		p->on_damage(p->damage_arg, pgno, st, cf_get64(pg), cf_page_checksum(pg, p->page_size),
+			     suppressed);
+}
+
 /* Find or load the frame of PGNO; returns with p->mu held and the frame READY. */
 static int frame_get(cf_pager *p, cf_pgno pgno, frame **out, enum cf_page_state *st)
 {
@@ -315,8 +376,10 @@ static int frame_get(cf_pager *p, cf_pgno pgno, frame **out, enum cf_page_state 
 			rc = CF_ERROR(COFFER_E_NOMEM, NULL, "no memory to read page %u", pgno);
 		} else {
 			rc = read_page(p, pgno, img, st);
-			if (rc == COFFER_OK && *st != CF_PAGE_OK && *st != CF_PAGE_ZERO)
+			if (rc == COFFER_OK && *st != CF_PAGE_OK && *st != CF_PAGE_ZERO) {
 				rc = cf_page_error(*st, img->data, p->page_size, pgno, p->path);
+				damage_report(p, pgno, *st, img->data);
+			}
 			if (rc == COFFER_OK)
 				cf_put64(img->data, 0); /* P3 */
 		}
@@ -426,6 +489,7 @@ int cf_pager_publish(cf_pager *p, cf_pgno pgno, cf_img *img, cf_lsn version)
 	cf_page_set_lsn(img->data, version);
 	cf_put64(img->data, 0);
 	pthread_mutex_lock(&p->mu);
+	damage_forget(p, pgno);
 	frame *f = lookup(p, pgno);
 	while (f && f->state != FR_READY) {
 		f->waiters++;

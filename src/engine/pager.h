@@ -53,6 +53,21 @@ int cf_pager_open(cf_pager **out, int fd, const char *path, uint32_t page_size,
 		  uint64_t cache_bytes, cf_flush_log_fn flush_log, void *flush_arg);
 void cf_pager_close(cf_pager *p);
 
+/* A page read from the file for a reader failed its check (checksum or
+ * page number): called with the thread's error record describing it (the
+ * reader gets the same error), the stored and computed checksums, and how
+ * many reports were dropped by the rate limit since the last one. Called
+ * without the pager's lock held. Not a flood: a page reported is not
+ * reported again while it is among the last CF_PAGER_DAMAGE_RECENT pages
+ * reported (until it is rewritten: cf_pager_publish forgets it), and at
+ * most CF_PAGER_DAMAGE_PER_SEC reports are made per second. */
+typedef void (*cf_page_damage_fn)(void *arg, cf_pgno pgno, enum cf_page_state st, uint64_t stored,
+				  uint64_t computed, uint64_t suppressed);
+#define CF_PAGER_DAMAGE_RECENT 16
+#define CF_PAGER_DAMAGE_PER_SEC 10
+/* Set before the pager is shared between threads. */
+void cf_pager_on_damage(cf_pager *p, cf_page_damage_fn fn, void *arg);
+
 /* New private image (refs 1, version 0), zero-filled. */
 int cf_img_new(cf_pager *p, cf_img **out);
 /* New private copy of SRC's data. */

@@ -250,7 +250,7 @@ static int space_ok(struct srv_recover *R)
 	/* statvfs can be optimistic (quotas, thin provisioning, a device that
 	 * fails writes): write, fdatasync and remove a scratch file. */
 	static const char zero[4096];
-	int ok = 0, fd = open(R->scratch, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int ok = 0, fd = open(R->scratch, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		snprintf(R->wait_why, sizeof R->wait_why, "trial write: open: %s", strerror(errno));
 		return 0;

@@ -48,7 +48,7 @@ from server_util import SLOW, Resp, RespError, encode
 
 PAGE = 8192  # cofferd's default page size
 
-CODES = {"FATAL": 8, "DISK_FULL": 21, "DIR_NOT_EMPTY": 25, "PAGE_CHECKSUM": 40, "PAGE_CORRUPT": 41,
+CODES = {"FATAL": 8, "DISK_FULL": 21, "PERMISSION": 22, "DIR_NOT_EMPTY": 25, "PAGE_CHECKSUM": 40, "PAGE_CORRUPT": 41,
          "HEADER_CORRUPT": 43, "LOG_CHECKSUM": 80, "LOG_CORRUPT": 84, "CHECKPOINT_CORRUPT": 85,
          "LOG_FULL": 87, "LIMIT": 104, "ARCHIVE_CORRUPT": 190, "ARCHIVE_TRUNCATED": 191,
          "UNSAFE_PATH": 193, "DIGEST_MISMATCH": 194}
@@ -522,6 +522,8 @@ def test_damaged_data_page(stores, tmp_path, coffer_bin, cofferd_bin):
     assert re.search(r"^problem: page %d: page %d of \"%s\" failed its checksum: stored 0x[0-9a-f]+, "
                      r"computed 0x[0-9a-f]+$" % (page, page, re.escape(db)), c.out, re.M), c
     assert "1 bad checksums" in c.out, c
+    # reported once: the tree walk does not report the page again
+    assert len(re.findall(r"^problem: .*failed its checksum", c.out, re.M)) == 1, c
     s, fail = start_or_fail(cofferd_bin, data, str(tmp_path / "s.sock"))
     assert fail is None, fail
     try:
@@ -537,8 +539,6 @@ def test_damaged_data_page(stores, tmp_path, coffer_bin, cofferd_bin):
     reliability("corruption", object="data page (bit flip)", detected=True, named=True)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a page failing its checksum on a client's read is "
-                   "returned to the client but never logged as event 1100 (only backups log it)")
 def test_damaged_page_read_by_a_client_is_an_event(stores, tmp_path, coffer_bin, cofferd_bin):
     data, acked = copy_store(stores, "clean", str(tmp_path / "d"))
     db = os.path.join(data, "coffer.db")
@@ -546,9 +546,20 @@ def test_damaged_page_read_by_a_client_is_an_event(stores, tmp_path, coffer_bin,
     flip(db, page * PAGE + 3000)
     s = su.Server(cofferd_bin, data, sock=str(tmp_path / "s.sock"))
     try:
-        assert gets(s.redis(), acked)
+        bad = gets(s.redis(), acked)
+        assert len(bad) > 1, "the damaged page %d was met %d time(s)" % (page, len(bad))
         ev = su.wait_for(lambda: events(coffer_bin, data, 1100), 1, what="event 1100")
-        assert ev[-1]["fields"]["PAGE"] == str(page)
+        f = ev[-1]["fields"]
+        assert f["PAGE"] == str(page) and f["FILE"] == db, f
+        assert f["CODE_NAME"] == "COFFER_E_PAGE_CHECKSUM", f
+        m = re.search(r"stored (0x[0-9a-f]+), computed (0x[0-9a-f]+)", ev[-1]["message"])
+        assert m and int(f["STORED"], 16) == int(m.group(1), 16) and \
+            int(f["COMPUTED"], 16) == int(m.group(2), 16) and f["STORED"] != f["COMPUTED"], ev[-1]
+        # Once per page, not once per read: every read of the page failed
+        # (each GET above and a second pass now); the event is written
+        # before the reader gets its error, so the count is final here.
+        assert gets(s.redis(), acked) == bad
+        assert len(events(coffer_bin, data, 1100)) == 1, events(coffer_bin, data, 1100)
     finally:
         s.stop()
 
@@ -1076,9 +1087,6 @@ def test_hostile_sizes_in_a_set_are_bounded(mkset_sets, tmp_path, coffer_bin, ho
     reliability("hostile", input="set size field: %s" % how, refused=True, nothing_written=True)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: coffer restore removes a leftover TARGET/.restore-tmp "
-                   "through a symbolic link: ar_restore.c prepare_target -> ar_out.c ar_remove_tree "
-                   "opens and unlinks through the link, deleting the files it points to")
 def test_planted_restore_tmp_symlink_is_not_followed(mkset_sets, tmp_path, coffer_bin):
     full, incr = mkset_sets["file"]
     precious = tmp_path / "precious"
@@ -1088,11 +1096,39 @@ def test_planted_restore_tmp_symlink_is_not_followed(mkset_sets, tmp_path, coffe
     target = tmp_path / "target"
     target.mkdir()
     os.symlink(str(precious), str(target / ".restore-tmp"))
-    coffer(coffer_bin, "restore", full, incr, "--target", str(target))
+    r = coffer(coffer_bin, "restore", full, incr, "--target", str(target))
     survived = (precious / "a.txt").exists() and (precious / "sub" / "b.txt").exists()
     reliability("hostile", input="planted .restore-tmp symlink in a restore target",
                 refused=survived, nothing_written=survived)
     assert survived, "the restore deleted files through a planted symbolic link"
+    assert r.rc == 0, r  # the link was removed as a link; the restore went on
+    assert not os.path.lexists(str(target / ".restore-tmp"))
+    assert os.path.exists(str(target / "coffer.db"))
+
+
+@pytest.mark.parametrize("what", ["cofferd.lock", "events"])
+def test_planted_target_symlink_is_not_followed(what, mkset_sets, tmp_path, coffer_bin):
+    """A restore target whose lock file (written and truncated by its
+    holder) or event log directory is a symbolic link: refused, nothing
+    written through the link."""
+    full, incr = mkset_sets["file"]
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "a.txt").write_text("keep")
+    aim = precious / "a.txt" if what == "cofferd.lock" else precious
+    target = tmp_path / "target"
+    target.mkdir()
+    os.symlink(str(aim), str(target / what))
+    r = coffer(coffer_bin, "restore", full, incr, "--target", str(target))
+    if what == "cofferd.lock":
+        named_error(r, CODES["PERMISSION"], str(target / what), "symbolic link")
+    else:
+        named_error(r, CODES["DIR_NOT_EMPTY"], '"events"')
+    untouched = sorted(os.listdir(str(precious))) == ["a.txt"] and (precious / "a.txt").read_text() == "keep"
+    assert untouched, "the restore wrote through the planted %s link" % what
+    assert sorted(os.listdir(str(target))) == [what], os.listdir(str(target))
+    reliability("hostile", input="planted %s symlink in a restore target" % what,
+                refused=r.rc != 0, nothing_written=untouched)
 
 
 def test_symlinked_set_output_is_not_followed(tmp_path, mk, coffer_bin):
@@ -1146,9 +1182,6 @@ def test_file_modes(mk, coffer_bin, tmp_path):
                 refused=True, nothing_written=True)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: log generations are created 0640 in a 0750 log/ "
-                   "directory (log.c create_gen, cf_log_create), not 0600/0700 as docs/design.md "
-                   "section 3 says; a restored store has 0600/0700")
 def test_log_files_are_private(mk):
     s = mk()
     s.redis().set("a", "b")

@@ -1841,6 +1841,136 @@ static void test_restore_hostile_name(void **s)
 	assert_false(exists(p));
 }
 
+/* Planted symbolic links on the output paths: a set's name and a file a
+ * restore moves into its target are never replaced (RENAME_NOREPLACE), a
+ * link is never written or removed through (O_NOFOLLOW, ar_remove_tree). */
+static char *planted_link_to; /* on_set: plant TARGET/coffer.db -> this */
+static char *planted_at;
+
+static void plant_link(void *arg, const char *set, const struct cf_set_manifest *m)
+{
+	(void)arg;
+	(void)set;
+	(void)m;
+	if (planted_at && symlink(planted_link_to, planted_at) != 0)
+		fail_msg("symlink %s: %s", planted_at, strerror(errno));
+	planted_at = NULL; /* once */
+}
+
+static void test_planted_links_never_followed(void **s)
+{
+	(void)s;
+	char path[PATH_MAX], aim[PATH_MAX], buf[16];
+	struct tfile f[NSMALL];
+	small_files(f);
+	cf_set_meta meta = test_meta(CF_SET_FULL, 7, 8);
+	tpath(path, "set");
+	tpath(aim, "aim");
+	/* the set's name a dangling link at the start: EXISTS, link kept */
+	OK(symlink(aim, path) == 0 ? COFFER_OK : COFFER_E_IO);
+	cf_archive_writer *w;
+	EXPECT_CODE(cf_archive_create(&w, path, NULL), COFFER_E_EXISTS);
+	assert_non_null(strstr(coffer_error_last()->message, "symbolic link"));
+	unlink(path);
+	/* ... and planted while the set is written, in both formats: never
+	 * renamed over, nothing written where it points, temporary removed */
+	for (int dir = 0; dir <= 1; dir++) {
+		struct cf_archive_options o = {.format_dir = dir};
+		OK(cf_archive_create(&w, path, &o));
+		for (int i = 0; i < NSMALL; i++) {
+			OK(cf_archive_file_begin(w, f[i].name));
+			OK(cf_archive_file_write(w, f[i].data, f[i].size));
+			OK(cf_archive_file_end(w));
+		}
+		assert_int_equal(symlink(aim, path), 0);
+		EXPECT_CODE(cf_archive_finish(w, &meta), COFFER_E_EXISTS);
+		struct stat st;
+		assert_int_equal(lstat(path, &st), 0);
+		assert_true(S_ISLNK(st.st_mode));
+		assert_false(exists(aim));
+		assert_int_equal(count_entries(tdir), 1); /* the link only */
+		unlink(path);
+	}
+	free_files(f, NSMALL);
+
+	/* a restore: coffer.db planted as a link in the target after the set
+	 * was laid down: refused, the link and what it points at untouched */
+	struct two_sets ts;
+	make_two_sets(&ts, 0, 1);
+	char target[1024], db[PATH_MAX], precious[PATH_MAX];
+	snprintf(target, sizeof target, "%s/t", tdir);
+	snprintf(db, sizeof db, "%s/coffer.db", target);
+	tpath(precious, "precious");
+	spit(precious, (const uint8_t *)"keep", 4);
+	planted_link_to = precious;
+	planted_at = db;
+	struct cf_restore_options ro = {.target = target, .evlog_flags = COFFER_EVLOG_NO_SYSTEM,
+					.on_set = plant_link};
+	struct cf_restore_result res;
+	const char *sets[] = {ts.full, ts.incr};
+	EXPECT_CODE(cf_restore(sets, 2, &ro, &res), COFFER_E_DIR_NOT_EMPTY);
+	assert_non_null(strstr(coffer_error_last()->message, "coffer.db"));
+	struct stat st;
+	assert_int_equal(lstat(db, &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	int fd = open(precious, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(read(fd, buf, sizeof buf), 4);
+	close(fd);
+	assert_memory_equal(buf, "keep", 4);
+	/* nothing of the restore stays: log/ and checkpoint were taken back */
+	char p0[PATH_MAX];
+	snprintf(p0, sizeof p0, "%s/log", target);
+	assert_false(exists(p0));
+	snprintf(p0, sizeof p0, "%s/checkpoint", target);
+	assert_false(exists(p0));
+	snprintf(p0, sizeof p0, "%s/.restore-tmp", target);
+	assert_false(exists(p0));
+	unlink(db);
+	/* a leftover .restore-tmp holding links (to a directory, to a file):
+	 * the links are removed, not what they point at; the restore runs */
+	char tmpd[2048], p[PATH_MAX], pdir[1024];
+	snprintf(pdir, sizeof pdir, "%s/pdir", tdir);
+	mkdir(pdir, 0700);
+	snprintf(p, sizeof p, "%s/f", pdir);
+	spit(p, (const uint8_t *)"keep", 4);
+	snprintf(tmpd, sizeof tmpd, "%s/.restore-tmp", target);
+	mkdir(tmpd, 0700);
+	snprintf(p, sizeof p, "%s/log", tmpd);
+	assert_int_equal(symlink(pdir, p), 0);
+	snprintf(p, sizeof p, "%s/coffer.db", tmpd);
+	assert_int_equal(symlink(precious, p), 0);
+	ro.on_set = NULL;
+	OK(cf_restore(sets, 2, &ro, &res));
+	snprintf(p, sizeof p, "%s/f", pdir);
+	assert_true(exists(p));
+	assert_true(exists(precious));
+	assert_false(exists(tmpd));
+	check_keys(target, 0, 2000, 1);
+	/* a lock file that is a link: refused, never written through */
+	char t3[1024];
+	snprintf(t3, sizeof t3, "%s/t3", tdir);
+	mkdir(t3, 0700);
+	snprintf(p, sizeof p, "%s/cofferd.lock", t3);
+	assert_int_equal(symlink(precious, p), 0);
+	ro.target = t3;
+	EXPECT_CODE(cf_restore(sets, 2, &ro, &res), COFFER_E_PERMISSION);
+	assert_non_null(strstr(coffer_error_last()->message, "symbolic link"));
+	fd = open(precious, O_RDONLY);
+	assert_int_equal(read(fd, buf, sizeof buf), 4);
+	close(fd);
+	assert_memory_equal(buf, "keep", 4);
+	/* an event log directory that is a link: not ours, refused */
+	char t4[1024];
+	snprintf(t4, sizeof t4, "%s/t4", tdir);
+	mkdir(t4, 0700);
+	snprintf(p, sizeof p, "%s/events", t4);
+	assert_int_equal(symlink(pdir, p), 0);
+	ro.target = t4;
+	EXPECT_CODE(cf_restore(sets, 2, &ro, &res), COFFER_E_DIR_NOT_EMPTY);
+	assert_int_equal(count_entries(pdir), 1);
+}
+
 static void test_restore_from_stdin(void **s)
 {
 	(void)s;
@@ -1911,6 +2041,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restore_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_hostile_name, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_from_stdin, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_planted_links_never_followed, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

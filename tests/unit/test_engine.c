@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -296,6 +297,7 @@ struct problems {
 	int n;
 	int64_t first_page;
 	char first[512];
+	int checksum; /* problems saying a page failed its checksum */
 };
 
 static void on_problem(void *arg, int64_t page, const char *what)
@@ -305,6 +307,8 @@ static void on_problem(void *arg, int64_t page, const char *what)
 		p->first_page = page;
 		snprintf(p->first, sizeof p->first, "%s", what);
 	}
+	if (strstr(what, "failed its checksum"))
+		p->checksum++;
 }
 
 /* coffer_check finds a flipped bit and a header copy torn, naming the page. */
@@ -344,6 +348,8 @@ static void test_check_finds_damage(void **state)
 	assert_int_equal(pr.first_page, 0);
 	assert_non_null(strstr(pr.first, "copy A"));
 	assert_int_equal(cr.bad_checksums, 1);
+	/* page 5 (in the tree) is reported once, not again by the tree walk */
+	assert_int_equal(pr.checksum, 1);
 	/* the store still opens from header copy B; the damaged page is named on read */
 	env = open_env(4096, 0);
 	OK(coffer_txn_begin(env, COFFER_TXN_READ_ONLY, &t));
@@ -361,6 +367,74 @@ static void test_check_finds_damage(void **state)
 	assert_int_equal(coffer_error_last()->page, 5);
 	coffer_txn_abort(t);
 	OK(coffer_env_close(env));
+}
+
+/* A damaged page met by readers is reported once per page (until it is
+ * rewritten), and at most CF_PAGER_DAMAGE_PER_SEC times a second; reports
+ * dropped by the limit are counted in the next one. */
+struct damage_seen {
+	int n, page5;
+	uint64_t suppressed, stored, computed;
+};
+
+static void on_damage(void *arg, cf_pgno pgno, enum cf_page_state st, uint64_t stored,
+		      uint64_t computed, uint64_t suppressed)
+{
+	struct damage_seen *d = arg;
+	assert_int_equal(st, CF_PAGE_BAD_CHECKSUM);
+	assert_int_equal(coffer_error_last()->code, COFFER_E_PAGE_CHECKSUM);
+	assert_int_equal(coffer_error_last()->page, pgno);
+	d->n++;
+	d->page5 += pgno == 5;
+	d->suppressed += suppressed;
+	d->stored = stored;
+	d->computed = computed;
+}
+
+static void test_pager_damage_reports(void **state)
+{
+	(void)state;
+	enum { NP = 64 };
+	char path[512];
+	mkdir(dir, 0700);
+	snprintf(path, sizeof path, "%s/pages", dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	static uint8_t junk[NP * 4096];
+	memset(junk, 0xab, sizeof junk);
+	assert_int_equal(pwrite(fd, junk, sizeof junk, 0), (ssize_t)sizeof junk);
+	cf_pager *p;
+	OK(cf_pager_open(&p, fd, path, 4096, 1u << 20, NULL, NULL));
+	struct damage_seen d = {0};
+	cf_pager_on_damage(p, on_damage, &d);
+	cf_img *img;
+	/* one page read many times: one report */
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(cf_pager_get(p, 5, UINT64_MAX, 1, &img), COFFER_E_PAGE_CHECKSUM);
+	assert_int_equal(d.n, 1);
+	assert_int_equal(d.stored, 0xababababababababull);
+	assert_true(d.computed != d.stored);
+	/* many pages at once: bounded by the rate (a second boundary may fall
+	 * inside the loop: two seconds' worth at most) */
+	for (cf_pgno pg = 10; pg < NP; pg++)
+		assert_int_equal(cf_pager_get(p, pg, UINT64_MAX, 1, &img), COFFER_E_PAGE_CHECKSUM);
+	assert_true(d.n <= 1 + 2 * CF_PAGER_DAMAGE_PER_SEC);
+	assert_true(d.n < 1 + (NP - 10));
+	/* the pages dropped are reported when met again once the rate allows,
+	 * with the count of those dropped (bounded poll: 5 s) */
+	int before = d.n;
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		for (cf_pgno pg = 10; pg < NP && d.suppressed == 0; pg++)
+			(void)cf_pager_get(p, pg, UINT64_MAX, 1, &img);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while (d.suppressed == 0 && t.tv_sec - t0.tv_sec < 5);
+	assert_true(d.n > before);
+	assert_true(d.suppressed > 0);
+	assert_int_equal(d.page5, 1); /* still once: it stayed among the recent ones */
+	cf_pager_close(p);
+	close(fd);
 }
 
 /* Fill and empty: the file must not grow without bound. */
@@ -714,6 +788,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_random_model, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fill_empty_reuses_pages, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_check_finds_damage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pager_damage_reports, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kill9_recovery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_page_repaired, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit_threads, setup, teardown),
