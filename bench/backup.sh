@@ -35,6 +35,8 @@
 #   BENCH_BACKUP_LMDB_KEYS=530000   LMDB keys (1000-byte values, ~1.09 GB file)
 #   BENCH_BACKUP_SQLITE_ROWS=1000000
 #   BENCH_BACKUP_LOAD_N=150000   SETs per redis-benchmark run (about 20 s)
+#   BENCH_BACKUP_LOAD_RATE=200   MiB/s of the paced run under load
+#                                (coffer backup --rate; 0: no paced run)
 #   BENCH_BACKUP_PGBENCH_T=40    seconds per pgbench run (a pg_basebackup under
 #                                pgbench takes ~20 s here: at least one whole one)
 #   BENCH_DIR=BUILD              where the temporary directory is made
@@ -51,6 +53,7 @@ PG_SCALE="${BENCH_BACKUP_PG_SCALE:-70}"
 LMDB_KEYS="${BENCH_BACKUP_LMDB_KEYS:-530000}"
 SQLITE_ROWS="${BENCH_BACKUP_SQLITE_ROWS:-1000000}"
 LOAD_N="${BENCH_BACKUP_LOAD_N:-150000}"
+LOAD_RATE="${BENCH_BACKUP_LOAD_RATE:-200}"
 PGBENCH_T="${BENCH_BACKUP_PGBENCH_T:-40}"
 BENCH_DIR="${BENCH_DIR:-$BUILD}"
 # shellcheck disable=SC2012
@@ -188,11 +191,14 @@ load_keys() {
 	esac
 }
 
-# coffer_backup SOCK TYPE OUT COMPRESS: prints "seconds bytes bytes_written"
-# (seconds of wall time around the client, bytes from its --json summary).
+# coffer_backup SOCK TYPE OUT COMPRESS [OPTION...]: prints "seconds bytes
+# bytes_written" (seconds of wall time around the client, bytes from its
+# --json summary).
 coffer_backup() {
 	t0=$(now)
-	j="$("$COFFER" --server "unix:$1" backup --type "$2" -o "$3" --compress "$4" --quiet --json)" ||
+	cb_sock=$1 cb_type=$2 cb_out=$3 cb_comp=$4
+	shift 4
+	j="$("$COFFER" --server "unix:$cb_sock" backup --type "$cb_type" -o "$cb_out" --compress "$cb_comp" --quiet --json "$@")" ||
 		die "coffer backup failed"
 	s=$(elapsed "$t0")
 	echo "$s $(echo "$j" | python3 -c 'import json, sys; j = json.load(sys.stdin)
@@ -380,9 +386,13 @@ backup_loop() {
 	n=0
 	while [ ! -e "$WORK/stop" ]; do
 		n=$((n + 1))
-		if [ "$1" = coffer ]; then
+		if [ "$1" = coffer ] || [ "$1" = cofferpaced ]; then
 			rm -f "$OUT/load.cbk"
-			r=$(coffer_backup "$CSOCK" full "$OUT/load.cbk" none)
+			if [ "$1" = coffer ]; then
+				r=$(coffer_backup "$CSOCK" full "$OUT/load.cbk" none)
+			else
+				r=$(coffer_backup "$CSOCK" full "$OUT/load.cbk" none --rate "$LOAD_RATE")
+			fi
 			echo "$r" | cut -d' ' -f1-2 >>"$2"
 		else
 			rm -rf "$OUT/loadpg"
@@ -402,7 +412,7 @@ pgb_tps() { # one pgbench run; prints tps
 # loaded KIND: runs the load alone, with the backup loop, alone again
 loaded() {
 	kind=$1
-	if [ "$kind" = coffer ]; then load=rb_set; else load=pgb_tps; fi
+	if [ "$kind" = pg ]; then load=pgb_tps; else load=rb_set; fi
 	a=$($load)
 	rm -f "$WORK/stop" "$WORK/loop.txt"
 	: >"$WORK/loop.txt"
@@ -426,13 +436,18 @@ loaded() {
 	if [ "$kind" = coffer ]; then
 		mv "$OUT/load.cbk" "$WORK/keep/load.cbk"
 		tail -n 1 "$WORK/loop.txt" | cut -d' ' -f2 >"$WORK/keep/load.bytes"
-	else
+	elif [ "$kind" = pg ]; then
 		rm -rf "$WORK/keep/pg_load"
 		mv "$OUT/loadpg" "$WORK/keep/pg_load"
 	fi
 }
 echo "under write load: redis-benchmark -t set -c 50 -d 100 -r 1000000 -n $LOAD_N (alone, with coffer backups, alone)"
 loaded coffer
+if [ "$LOAD_RATE" != 0 ]; then
+	echo "under write load: the same, coffer backup --rate $LOAD_RATE (MiB/s)"
+	loaded cofferpaced
+	rm -f "$OUT/load.cbk"
+fi
 echo "under write load: pgbench -c 8 -T $PGBENCH_T (alone, with pg_basebackup, alone)"
 loaded pg
 echo
@@ -578,6 +593,10 @@ END {
 	printf "  pg_basebackup:      %.1f MB/s (n=%d); pgbench -c 8 tps alone %s / %s, with backup %s: kept %.2fx\n",
 		median(mbl[pb]), cnt[pb], ra["pg_rate"], rc["pg_rate"], rb["pg_rate"],
 		(ra["pg_rate"] + rc["pg_rate"] > 0) ? 2 * rb["pg_rate"] / (ra["pg_rate"] + rc["pg_rate"]) : 0
+	kp = "load cofferpaced_backup "
+	if (cnt[kp] > 0)
+		printf "  coffer backup none --rate: %.1f MB/s (n=%d); redis-benchmark SET/s alone %s / %s, with backup %s: kept %.2fx\n",
+			median(mbl[kp]), cnt[kp], ra["cofferpaced_rate"], rc["cofferpaced_rate"], rb["cofferpaced_rate"], kept("cofferpaced_rate")
 	if (median(mbl[pb]) > 0)
 		printf "  ratio coffer/pg_basebackup MB/s under load: %.2fx\n", median(mbl[cb]) / median(mbl[pb])
 
@@ -605,10 +624,18 @@ END {
 	goal("under write load >= 2x pg_basebackup MB/s", (median(mbl[pb]) > 0) ? median(mbl[cb]) / median(mbl[pb]) : 0, 2)
 	goal("under write load SET rate kept >= 0.85x",
 	     (ra["coffer_rate"] + rc["coffer_rate"] > 0) ? 2 * rb["coffer_rate"] / (ra["coffer_rate"] + rc["coffer_rate"]) : 0, 0.85)
+	if (cnt[kp] > 0) {
+		goal("paced (--rate): under write load >= 2x pg_basebackup MB/s",
+		     (median(mbl[pb]) > 0) ? median(mbl[kp]) / median(mbl[pb]) : 0, 2)
+		goal("paced (--rate): SET rate kept >= 0.85x", kept("cofferpaced_rate"), 0.85)
+	}
 	a = "incr big_incremental "; b = "incr small_incremental "
 	printf "  %-58s big/small incremental time %.2fx, big/small full time %.2fx\n",
 	       "incremental time follows the log, not the store:", (med[b] > 0) ? med[a] / med[b] : 0,
 	       (med["incr small_full "] > 0) ? med["incr big_full "] / med["incr small_full "] : 0
+}
+function kept(m) {
+	return (ra[m] + rc[m] > 0) ? 2 * rb[m] / (ra[m] + rc[m]) : 0
 }
 function ratio(x, y, c) {
 	return (mbs("full " y " " c) > 0) ? mbs("full " x " " c) / mbs("full " y " " c) : 0
