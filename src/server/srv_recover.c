@@ -102,8 +102,11 @@ struct srv_recover {
 	char wait_why[256];    /* the last reason the space check said no */
 	int64_t said_why_us;   /* monotonic: when it was last printed */
 	unsigned aborted;      /* backup sessions ended by this failure: cut by the
-				* reopen, or failed by themselves on the stopped
-				* store before it; reported and zeroed at resume */
+				* reopen, or failed by themselves on the failing
+				* store before it (a roll that met the full disk
+				* may come before any write does); reported and
+				* zeroed at resume */
+	const coffer_env *aborted_env; /* the store those sessions ran on */
 };
 
 static void rlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -214,11 +217,17 @@ int srv_recover_backup_session(struct srv *s, struct cf_stream *st, const struct
 
 	int rc = srv_backup_session(env, s->ev, st, o, who, &s->stopping);
 	struct coffer_env_info info;
-	int on_failed_store = rc != COFFER_OK && coffer_env_info(env, &info) == COFFER_OK && info.fatal;
+	int on_failed_store = rc == COFFER_E_FATAL || rc == COFFER_E_DISK_FULL || rc == COFFER_E_LOG_FULL ||
+			      (rc != COFFER_OK && coffer_env_info(env, &info) == COFFER_OK && info.fatal);
 
 	pthread_mutex_lock(&R->mu);
-	if (me.cut || on_failed_store)
+	if (me.cut || on_failed_store) {
+		if (R->aborted_env != env) { /* counted for this store's failure only */
+			R->aborted_env = env;
+			R->aborted = 0;
+		}
 		R->aborted++;
+	}
 	for (struct rsess **pp = &R->sessions; *pp; pp = &(*pp)->next)
 		if (*pp == &me) {
 			*pp = me.next;
@@ -369,6 +378,11 @@ static void reopen(struct srv_recover *R)
 	abort_sessions(R);
 	int64_t t0 = srv_mono_us();
 	pthread_rwlock_wrlock(&R->gate); /* no job runs from here */
+	pthread_mutex_lock(&R->mu);
+	if (s->env && R->aborted_env != s->env)
+		R->aborted = 0; /* counted on an older store: not this failure's */
+	R->aborted_env = NULL;
+	pthread_mutex_unlock(&R->mu);
 	if (s->env) {
 		coffer_env_close(s->env); /* fatal: no checkpoint; COFFER_E_FATAL expected */
 		s->env = NULL;
