@@ -194,6 +194,12 @@ struct ibuf {
 	size_t cap, r, w; /* unread bytes are buf[r..w) */
 };
 
+/* Make room in a connection's input buffer for the next read: allocate it
+ * (16 KiB), move the unread bytes to the front, grow it up to 256 KiB (the
+ * parser's limits keep any one piece within that). 0 if there is no room
+ * (out of memory). srv_resp.c. */
+int ibuf_room(struct ibuf *b);
+
 struct parser {
 	int state;          /* PS_* in srv_resp.c */
 	long long nargs;    /* arguments still expected */

@@ -85,8 +85,6 @@
 #include "server/srv_backup.h"
 
 #define MAX_LISTENERS (SRV_MAX_LISTEN * 4)
-#define IB_INIT ((size_t)16 << 10)
-#define IB_MAX ((size_t)256 << 10)
 #define SHUTDOWN_GRACE_US (5 * 1000000LL)
 #define CLOSE_GRACE_US (10 * 1000000LL)
 #define REJECT_GRACE_US (5 * 1000000LL)
@@ -873,32 +871,6 @@ static int want_read(const struct conn *c)
 	       out_left(c) < SRV_OUT_SOFT && c->npend < SRV_BATCH_CMDS && c->pend_bytes < SRV_BATCH_BYTES;
 }
 
-/* Make room in the input buffer; 0 if there is none (cannot happen within
- * the parser's limits). */
-static int ib_room(struct conn *c)
-{
-	struct ibuf *b = &c->in;
-	if (b->buf == NULL) {
-		b->buf = malloc(IB_INIT);
-		if (b->buf == NULL)
-			return 0;
-		b->cap = IB_INIT;
-	}
-	if (b->cap - b->w < 4096 && b->r > 0) {
-		memmove(b->buf, b->buf + b->r, b->w - b->r);
-		b->w -= b->r;
-		b->r = 0;
-	}
-	if (b->cap - b->w < 4096 && b->cap < IB_MAX) {
-		char *nb = realloc(b->buf, b->cap * 2);
-		if (nb == NULL)
-			return 0;
-		b->buf = nb;
-		b->cap *= 2;
-	}
-	return b->cap > b->w;
-}
-
 /* Read and parse while allowed; returns -1 if the connection was closed. */
 static int conn_read(struct srv_loop *L, struct conn *c)
 {
@@ -911,7 +883,7 @@ static int conn_read(struct srv_loop *L, struct conn *c)
 		size_t n;
 		int big = resp_read_target(&c->ps, &p, &n);
 		if (!big) {
-			if (!ib_room(c)) {
+			if (!ibuf_room(&c->in)) {
 				conn_close(L, c);
 				return -1;
 			}

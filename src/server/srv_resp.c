@@ -762,3 +762,31 @@ void resp_parser_free(struct parser *ps)
 	free(ps->big);
 	memset(ps, 0, sizeof *ps);
 }
+
+/* ---- the input buffer (srv.h) ---- */
+
+#define IB_INIT ((size_t)16 << 10)
+#define IB_MAX ((size_t)256 << 10)
+
+int ibuf_room(struct ibuf *b)
+{
+	if (b->buf == NULL) {
+		b->buf = malloc(IB_INIT);
+		if (b->buf == NULL)
+			return 0;
+		b->cap = IB_INIT;
+	}
+	if (b->cap - b->w < 4096 && b->r > 0) {
+		memmove(b->buf, b->buf + b->r, b->w - b->r);
+		b->w -= b->r;
+		b->r = 0;
+	}
+	if (b->cap - b->w < 4096 && b->cap < IB_MAX) {
+		char *nb = realloc(b->buf, b->cap * 2);
+		if (nb == NULL)
+			return 0;
+		b->buf = nb;
+		b->cap *= 2;
+	}
+	return b->cap > b->w;
+}

@@ -3,7 +3,7 @@
  * (resp_parse, src/server/srv_resp.c, compiled into this program).
  *
  * The input is what a client sends. The harness plays the event loop's
- * part exactly as srv_loop.c does (conn_read, ib_room, parse_input): it
+ * part exactly as srv_loop.c does (conn_read, ibuf_room, parse_input): it
  * reads the input in pieces into the connection's input buffer (16 KiB,
  * doubled up to 256 KiB, compacted when less than 4 KiB is free) or, for
  * a large bulk, into the parser's own buffer (resp_read_target /
@@ -28,33 +28,6 @@
 
 #include "server/srv.h"
 #include "fuzz_util.h"
-
-/* As srv_loop.c. */
-#define IB_INIT ((size_t)16 << 10)
-#define IB_MAX ((size_t)256 << 10)
-
-static int ib_room(struct ibuf *b)
-{
-	if (b->buf == NULL) {
-		b->buf = malloc(IB_INIT);
-		if (b->buf == NULL)
-			return 0;
-		b->cap = IB_INIT;
-	}
-	if (b->cap - b->w < 4096 && b->r > 0) {
-		memmove(b->buf, b->buf + b->r, b->w - b->r);
-		b->w -= b->r;
-		b->r = 0;
-	}
-	if (b->cap - b->w < 4096 && b->cap < IB_MAX) {
-		char *nb = realloc(b->buf, b->cap * 2);
-		if (nb == NULL)
-			return 0;
-		b->buf = nb;
-		b->cap *= 2;
-	}
-	return b->cap > b->w;
-}
 
 static void answer(struct cmd *c, const struct parse_limits *lim)
 {
@@ -143,7 +116,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size_t room;
 		int big = resp_read_target(&ps, &p, &room);
 		if (!big) {
-			if (!ib_room(&ib))
+			if (!ibuf_room(&ib))
 				break; /* the server closes the connection */
 			p = ib.buf + ib.w;
 			room = ib.cap - ib.w;
