@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -1197,6 +1199,53 @@ static void test_pipeline_reserve_commit(void **s)
 	assert_int_equal(count_entries(tdir), 0);
 }
 
+/* Preallocation: the set's files are reserved with fallocate on a disk
+ * file system, never on tmpfs (where it would allocate and zero every page
+ * ahead of the writes, on the receiving thread). */
+static unsigned fallocs;
+static int counting_fallocate(int fd, int mode, off_t off, off_t len)
+{
+	__atomic_add_fetch(&fallocs, 1, __ATOMIC_RELAXED);
+	return cf_os_real.fallocate(fd, mode, off, len);
+}
+
+static unsigned set_fallocates(const char *dir)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof path, "%s/prealloc-set", dir);
+	struct tfile f[NSTD];
+	std_files(f, 1);
+	cf_set_meta meta = test_meta(CF_SET_FULL, 3, 6);
+	struct cf_archive_options o = {.compress_level = 0, .threads = 1};
+	fallocs = 0;
+	cf_os.fallocate = counting_fallocate;
+	write_set_reserved(path, &o, f, NSTD, &meta);
+	cf_os = cf_os_real;
+	check_set(path, f, NSTD, &meta);
+	rm_rf(path);
+	free_files(f, NSTD);
+	return fallocs;
+}
+
+static void test_preallocation_by_file_system(void **s)
+{
+	(void)s;
+	struct statfs sf;
+	assert_int_equal(statfs(tdir, &sf), 0);
+	if (sf.f_type != TMPFS_MAGIC)
+		assert_true(set_fallocates(tdir) >= 1);
+	else
+		print_message("test directory %s is on tmpfs: the disk case is not checked\n", tdir);
+	char shm[] = "/dev/shm/coffer-test-prealloc-XXXXXX";
+	if (statfs("/dev/shm", &sf) != 0 || sf.f_type != TMPFS_MAGIC || mkdtemp(shm) == NULL) {
+		print_message("no tmpfs at /dev/shm: the tmpfs case is not checked\n");
+		return;
+	}
+	unsigned n = set_fallocates(shm);
+	rm_rf(shm);
+	assert_int_equal(n, 0);
+}
+
 /* Many blocks through a ring of few slots, workers finishing out of order
  * (compressible and random blocks alternate): the set holds them in order
  * and each digest is the plain SHA-256. */
@@ -2031,6 +2080,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_disk_full_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_writer_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_reserve_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_preallocation_by_file_system, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_order_many_blocks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_writer_error_detail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_frames_received_in_parts, setup, teardown),
