@@ -48,6 +48,7 @@
 #include "backup/ar_int.h"
 #include "common/err.h"
 #include "common/os.h"
+#include "common/xxh.h"
 
 enum { M_STREAM, M_FILE, M_DIR };
 #define AR_SHA_THREAD_MIN (64u << 10)
@@ -275,7 +276,7 @@ static int load_manifest(cf_archive_reader *r, uint64_t size)
 	if (p == NULL)
 		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory for a manifest of %u bytes", rec.stored_len);
 	int rc = in_read(r, p, rec.stored_len, "the manifest");
-	if (rc == 0 && XXH3_64bits(p, rec.stored_len) != rec.xxh)
+	if (rc == 0 && cf_xxh3_seed(p, rec.stored_len, 0) != rec.xxh)
 		rc = CORRUPT(r->trl.mf_off,
 			     "backup set \"%s\": the manifest at offset %llu of \"%s\" fails its checksum",
 			     r->set, (unsigned long long)r->trl.mf_off, r->cur);
@@ -405,7 +406,7 @@ static int at_manifest(cf_archive_reader *r, const struct ar_rec *rec, uint64_t 
 	if (p == NULL)
 		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory for a manifest of %u bytes", rec->stored_len);
 	rc = in_read(r, p, rec->stored_len, "the manifest");
-	if (rc == 0 && XXH3_64bits(p, rec->stored_len) != rec->xxh)
+	if (rc == 0 && cf_xxh3_seed(p, rec->stored_len, 0) != rec->xxh)
 		rc = CORRUPT(at, "backup set \"%s\": the manifest at offset %llu of \"%s\" fails its checksum",
 			     r->set, (unsigned long long)at, r->cur);
 	if (rc == 0)
@@ -657,7 +658,7 @@ static int read_block(cf_archive_reader *r, const void **data, size_t *n)
 											   "to the wrong length",
 					 ZSTD_isError(got) ? ZSTD_getErrorName(got) : "");
 	}
-	uint64_t x = XXH3_64bits(raw, rec.raw_len);
+	uint64_t x = cf_xxh3_seed(raw, rec.raw_len, 0);
 	if (x != rec.xxh)
 		return BLOCK_ERR(COFFER_E_ARCHIVE_CORRUPT, at,
 				 "backup set \"%s\": block %u of \"%s\" at offset %llu of \"%s\" is "

@@ -35,6 +35,7 @@
 
 #include "backup/ar_int.h"
 #include "common/err.h"
+#include "common/xxh.h"
 
 #ifndef COFFER_VERSION_STRING
 #define COFFER_VERSION_STRING "unknown"
@@ -110,7 +111,7 @@ static int write_small(cf_archive_writer *w, uint8_t kind, uint32_t index, const
 {
 	uint8_t buf[AR_REC_SIZE + CF_AR_NAME_MAX];
 	struct ar_rec r = {.kind = kind, .index = index, .raw_len = (uint32_t)n,
-			   .stored_len = (uint32_t)n, .xxh = XXH3_64bits(p, n)};
+			   .stored_len = (uint32_t)n, .xxh = cf_xxh3_seed(p, n, 0)};
 	ar_rec_encode(&r, buf);
 	memcpy(buf + AR_REC_SIZE, p, n);
 	return ar_out_write(w->out, buf, AR_REC_SIZE + n);

@@ -45,6 +45,7 @@
 
 #include "backup/ar_int.h"
 #include "common/err.h"
+#include "common/xxh.h"
 
 #define AR_WORKERS_MAX 8
 #define AR_SLOTS_PLAIN 8
@@ -91,7 +92,7 @@ struct ar_zpool {
 
 static void block_process(struct ar_block *b, ZSTD_CCtx *cctx, int level)
 {
-	b->xxh = XXH3_64bits(AR_RAW(b), b->raw_len);
+	b->xxh = cf_xxh3_seed(AR_RAW(b), b->raw_len, 0);
 	b->compressed = 0;
 	if (cctx == NULL || b->raw_len == 0)
 		return;

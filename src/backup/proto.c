@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -12,7 +13,6 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
-#include <xxhash.h> /* the streaming state of cf_bkp_rx (cf_xxh3_* for whole frames) */
 
 #include "backup/proto.h"
 #include "common/err.h"
@@ -497,14 +497,14 @@ static int recv_rest(struct cf_stream *s, const uint8_t *h, uint16_t *type, uint
 int cf_bkp_rx_init(struct cf_bkp_rx *rx)
 {
 	memset(rx, 0, sizeof *rx);
-	if ((rx->xs = XXH3_createState()) == NULL)
+	if ((rx->xs = aligned_alloc(64, sizeof(cf_xxh3_state))) == NULL)
 		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory to receive backup frames");
 	return COFFER_OK;
 }
 
 void cf_bkp_rx_free(struct cf_bkp_rx *rx)
 {
-	XXH3_freeState(rx->xs);
+	free(rx->xs);
 	rx->xs = NULL;
 }
 
@@ -529,8 +529,8 @@ int cf_bkp_rx_head(struct cf_stream *s, struct cf_bkp_rx *rx, int *fd)
 	uint8_t h[CF_BKP_HDR];
 	memcpy(h, rx->hdr, CF_BKP_HDR);
 	memset(h + 16, 0, 8);
-	XXH3_64bits_reset(rx->xs);
-	XXH3_64bits_update(rx->xs, h, CF_BKP_HDR);
+	cf_xxh3_reset(rx->xs);
+	cf_xxh3_update(rx->xs, h, CF_BKP_HDR);
 	rx->type = get16(rx->hdr + 4);
 	rx->len = rx->left = n;
 	return COFFER_OK;
@@ -542,7 +542,7 @@ int cf_bkp_rx_read(struct cf_stream *s, struct cf_bkp_rx *rx, void *buf, size_t 
 		return CF_ERROR(COFFER_E_INTERNAL, NULL, "%zu bytes asked of a frame with %u left", n,
 				rx->left);
 	CF_RET(cf_stream_read(s, buf, n));
-	XXH3_64bits_update(rx->xs, buf, n);
+	cf_xxh3_update(rx->xs, buf, n);
 	rx->left -= (uint32_t)n;
 	return COFFER_OK;
 }
@@ -551,7 +551,7 @@ int cf_bkp_rx_end(struct cf_stream *s, struct cf_bkp_rx *rx, const uint8_t *payl
 {
 	if (rx->left)
 		return CF_ERROR(COFFER_E_INTERNAL, NULL, "a frame checked with %u bytes unread", rx->left);
-	if (get64(rx->hdr + 16) != XXH3_64bits_digest(rx->xs))
+	if (get64(rx->hdr + 16) != cf_xxh3_digest(rx->xs))
 		return CF_ERROR(COFFER_E_PROTOCOL,
 				CF_OBJ(.peer = s->peer, CF_OFF(s->bytes_in - rx->len - CF_BKP_HDR)),
 				"a backup frame from %s fails its checksum (damaged in transit)", s->peer);

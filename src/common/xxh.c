@@ -3,14 +3,14 @@
  */
 #include <stddef.h>
 #include <stdint.h>
-#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
-#include <xxhash.h>
 
-#include "common/xxh.h"
+#include "common/xxh.h" /* libxxhash with XXH3_state_t */
 
 #ifdef CF_HAVE_XXH_AVX2
 uint64_t cf_xxh3_avx2_seed(const void *p, size_t n, uint64_t seed);
 uint64_t cf_xxh3_avx2_cat(const void *a, size_t na, const void *b, size_t nb, const void *c, size_t nc);
+void cf_xxh3_avx2_update(void *st, const void *p, size_t n);
+uint64_t cf_xxh3_avx2_digest(const void *st);
 
 /* Decided once, at load time: no branch on a variable that changes. */
 static int use_avx2;
@@ -23,6 +23,8 @@ __attribute__((constructor)) static void pick(void)
 enum { use_avx2 = 0 };
 #define cf_xxh3_avx2_seed(p, n, seed) 0
 #define cf_xxh3_avx2_cat(a, na, b, nb, c, nc) 0
+#define cf_xxh3_avx2_update(st, p, n) ((void)0)
+#define cf_xxh3_avx2_digest(st) 0
 #endif
 
 /* The generic kernels: libxxhash itself (built optimized, whatever this
@@ -49,6 +51,25 @@ uint64_t cf_xxh3_seed(const void *p, size_t n, uint64_t seed)
 uint64_t cf_xxh3_cat(const void *a, size_t na, const void *b, size_t nb, const void *c, size_t nc)
 {
 	return use_avx2 ? cf_xxh3_avx2_cat(a, na, b, nb, c, nc) : generic_cat(a, na, b, nb, c, nc);
+}
+
+void cf_xxh3_reset(cf_xxh3_state *st)
+{
+	XXH3_INITSTATE(st);
+	XXH3_64bits_reset(st);
+}
+
+void cf_xxh3_update(cf_xxh3_state *st, const void *p, size_t n)
+{
+	if (use_avx2)
+		cf_xxh3_avx2_update(st, p, n);
+	else
+		XXH3_64bits_update(st, p, n);
+}
+
+uint64_t cf_xxh3_digest(const cf_xxh3_state *st)
+{
+	return use_avx2 ? cf_xxh3_avx2_digest(st) : XXH3_64bits_digest(st);
 }
 
 const char *cf_xxh3_kernel(void)

@@ -14,6 +14,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t, for cf_xxh3_state */
+#include <xxhash.h>
 
 /* XXH3_64bits_withSeed(p, n, seed). */
 uint64_t cf_xxh3_seed(const void *p, size_t n, uint64_t seed);
@@ -21,6 +23,13 @@ uint64_t cf_xxh3_seed(const void *p, size_t n, uint64_t seed);
 /* XXH3_64bits (seed 0) of the concatenation of up to three pieces (a NULL
  * or empty piece is skipped), without copying them together. */
 uint64_t cf_xxh3_cat(const void *a, size_t na, const void *b, size_t nb, const void *c, size_t nc);
+
+/* Streaming XXH3-64 (seed 0), as XXH3_64bits_reset/update/digest: for a
+ * frame received in pieces. The state is libxxhash's own. */
+typedef XXH3_state_t cf_xxh3_state;
+void cf_xxh3_reset(cf_xxh3_state *st);
+void cf_xxh3_update(cf_xxh3_state *st, const void *p, size_t n);
+uint64_t cf_xxh3_digest(const cf_xxh3_state *st);
 
 /* Which kernel runs: "avx2" or "generic" (for tests and status). */
 const char *cf_xxh3_kernel(void);

@@ -7,6 +7,9 @@
 
 uint64_t CF_XXH_NAME(seed)(const void *p, size_t n, uint64_t seed);
 uint64_t CF_XXH_NAME(cat)(const void *a, size_t na, const void *b, size_t nb, const void *c, size_t nc);
+/* ST is a libxxhash XXH3_state_t (the same layout under XXH_INLINE_ALL). */
+void CF_XXH_NAME(update)(void *st, const void *p, size_t n);
+uint64_t CF_XXH_NAME(digest)(const void *st);
 
 uint64_t CF_XXH_NAME(seed)(const void *p, size_t n, uint64_t seed)
 {
@@ -25,4 +28,14 @@ uint64_t CF_XXH_NAME(cat)(const void *a, size_t na, const void *b, size_t nb, co
 	if (nc)
 		XXH3_64bits_update(&st, c, nc);
 	return XXH3_64bits_digest(&st);
+}
+
+void CF_XXH_NAME(update)(void *st, const void *p, size_t n)
+{
+	XXH3_64bits_update((XXH3_state_t *)st, p, n);
+}
+
+uint64_t CF_XXH_NAME(digest)(const void *st)
+{
+	return XXH3_64bits_digest((const XXH3_state_t *)st);
 }

@@ -420,6 +420,16 @@ static void test_xxh3_kernel_matches_libxxhash(void **state)
 		assert_int_equal(cf_xxh3_cat(b, n, NULL, 0, NULL, 0), whole);
 		assert_int_equal(cf_xxh3_cat(NULL, 0, b, 24 < n ? 24 : n, b + (24 < n ? 24 : n), n - (24 < n ? 24 : n)),
 				 whole);
+		/* streaming, in pieces of 1, 7, 63, 511, ... bytes (across the
+		 * 256-byte internal buffer and the 1024-byte stripes block) */
+		_Alignas(64) cf_xxh3_state st;
+		cf_xxh3_reset(&st);
+		for (size_t pos = 0, piece = 1; pos < n; piece = piece * 8 + 7) {
+			size_t m = piece < n - pos ? piece : n - pos;
+			cf_xxh3_update(&st, b + pos, m);
+			pos += m;
+		}
+		assert_int_equal(cf_xxh3_digest(&st), whole);
 	}
 	print_message("xxh3 kernel: %s\n", cf_xxh3_kernel());
 	free(b);
