@@ -486,7 +486,7 @@ static int recv_rest(struct cf_stream *s, const uint8_t *h, uint16_t *type, uint
 	*len = n;
 	if (*type == BKF_ERROR)
 		return raise_error_frame(s, buf, n);
-	if (*type < BKF_INFO || *type > BKF_FD_FAIL)
+	if (*type < BKF_INFO || *type > BKF_LAST)
 		return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
 				"%s sent a backup frame of unknown type %u", s->peer, *type);
 	return COFFER_OK;
@@ -559,7 +559,7 @@ int cf_bkp_rx_end(struct cf_stream *s, struct cf_bkp_rx *rx, const uint8_t *payl
 		return payload ? raise_error_frame(s, payload, rx->len)
 			       : CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
 					  "%s sent an ERROR frame where data was expected", s->peer);
-	if (rx->type < BKF_INFO || rx->type > BKF_FD_FAIL)
+	if (rx->type < BKF_INFO || rx->type > BKF_LAST)
 		return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
 				"%s sent a backup frame of unknown type %u", s->peer, rx->type);
 	return COFFER_OK;
@@ -623,6 +623,15 @@ int cf_bkp_send_file(struct cf_stream *s, const char *name, uint64_t size)
 	put16(p + 8, (uint16_t)l);
 	memcpy(p + 10, name, l);
 	return cf_bkp_send(s, BKF_FILE, p, 10 + l, NULL, 0);
+}
+
+int cf_bkp_zeros_decode(const uint8_t *p, uint32_t len, uint32_t *count)
+{
+	if (len != 4 || get32(p) == 0 || get32(p) > CF_BKP_DATA_MAX)
+		return CF_ERROR(COFFER_E_PROTOCOL, NULL, "malformed ZEROS frame (%u bytes, count %u)", len,
+				len == 4 ? get32(p) : 0);
+	*count = get32(p);
+	return COFFER_OK;
 }
 
 int cf_bkp_file_decode(const uint8_t *p, uint32_t len, char *name, size_t cap, uint64_t *size)

@@ -141,6 +141,22 @@ static void client_event(int id, const char *set, const char *type)
 /* A log generation offered through the fast path: check the descriptor,
  * copy the file from it into the set, and tell the server (FD_OK), or
  * tell it why not (FD_FAIL) so that it sends the file over the stream. */
+/* N zero bytes into the file being written (a ZEROS frame), straight into
+ * the set's block buffers. */
+static int put_zeros(cf_archive_writer *w, uint32_t n)
+{
+	while (n) {
+		void *dst;
+		size_t room;
+		CF_RET(cf_archive_file_reserve(w, &dst, &room));
+		size_t k = n < room ? n : room;
+		memset(dst, 0, k);
+		CF_RET(cf_archive_file_commit(w, k));
+		n -= (uint32_t)k;
+	}
+	return COFFER_OK;
+}
+
 static int take_fd_file(struct cf_stream *s, cf_archive_writer *w, const uint8_t *p, uint32_t len,
 			int fd, uint32_t *gen, int *used, struct progress *pg)
 {
@@ -255,7 +271,8 @@ static int outcome_unknown(const struct cf_stream *s, int answered, const char *
 /* The summary line or --json object. ENDP: the END payload, or NULL when
  * the outcome is unknown (the set kept, see outcome_unknown). */
 static void summary(int json, int quiet, const char *out, const struct coffer_backup_info *bi,
-		    const struct progress *pg, uint64_t bytes_out, uint32_t stats_fast, const uint8_t *endp)
+		    const struct progress *pg, uint64_t bytes_out, uint64_t wire_in, uint32_t stats_fast,
+		    const uint8_t *endp)
 {
 	char id[33];
 	hex_id(bi->id, id);
@@ -275,10 +292,11 @@ static void summary(int json, int quiet, const char *out, const struct coffer_ba
 		fprintf(info,
 			"\",\"type\":\"%s\",\"id\":\"%s\",\"pages\":%llu,\"page_size\":%u,"
 			"\"gen_first\":%u,\"gen_last\":%u,\"bytes\":%llu,\"bytes_written\":%llu,"
-			"\"seconds\":%.3f,%s,\"fast_path_files\":%u,\"outcome\":\"%s\",\"kept\":%s%s}\n",
+			"\"bytes_received\":%llu,\"seconds\":%.3f,%s,\"fast_path_files\":%u,\"outcome\":\"%s\","
+			"\"kept\":%s%s}\n",
 			coffer_backup_type_name(bi->type), id, (unsigned long long)bi->npages, bi->page_size,
 			bi->gen_first, bi->gen_last, (unsigned long long)pg->done, (unsigned long long)bytes_out,
-			secs, tr, stats_fast, endp ? "confirmed" : "unknown",
+			(unsigned long long)wire_in, secs, tr, stats_fast, endp ? "confirmed" : "unknown",
 			endp || strcmp(out, "-") == 0 ? "false" : "true",
 			endp ? "" : ",\"error\":\"COFFER_E_BACKUP_OUTCOME_UNKNOWN\"");
 	} else if (!quiet && endp) {
@@ -409,8 +427,8 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 	/* The fast path (descriptor passing) is asked for on Unix sockets only
 	 * and set up over this very connection; see src/backup/proto.h. */
 	int want_fast = !nofast && strncmp(cli->server, "unix:", 5) == 0;
-	const char *cmdv[6] = {"COFFER.BACKUP", ver, vtype};
-	int cmdc = 3;
+	const char *cmdv[8] = {"COFFER.BACKUP", ver, vtype, "ZEROS"};
+	int cmdc = 4;
 	char vrate[24];
 	if (want_fast)
 		cmdv[cmdc++] = "FASTPATH";
@@ -475,6 +493,23 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 			CF_GO(rc, cf_bkp_rx_end(&conn.s, &rx, NULL));
 			fgot += len;
 			pg.done += len;
+			progress_show(&pg, 0);
+			continue;
+		}
+		if (t == BKF_ZEROS && in_file && pfd < 0) {
+			uint32_t zn;
+			CF_GO(rc, cf_bkp_rx_read(&conn.s, &rx, buf, len));
+			CF_GO(rc, cf_bkp_rx_end(&conn.s, &rx, NULL));
+			CF_GO(rc, cf_bkp_zeros_decode(buf, len, &zn));
+			if (fgot + zn > fsize) {
+				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer),
+					      "the server sent more data than the file's announced %llu bytes",
+					      (unsigned long long)fsize);
+				goto err;
+			}
+			CF_GO(rc, put_zeros(w, zn));
+			fgot += zn;
+			pg.done += zn;
 			progress_show(&pg, 0);
 			continue;
 		}
@@ -596,7 +631,7 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 			goto err;
 		rc = outcome_unknown(&conn.s, t == BKF_ERROR, out, &bi, &pg);
 		cf_conn_close(&conn);
-		summary(json, quiet, out, &bi, &pg, bytes_out, stats_fast, NULL);
+		summary(json, quiet, out, &bi, &pg, bytes_out, conn.s.bytes_in, stats_fast, NULL);
 		client_event(COFFER_EV_BACKUP_FAILED, out, coffer_backup_type_name(bi.type));
 		cf_bkp_rx_free(&rx);
 		free(buf);
@@ -607,7 +642,7 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 	progress_show(&pg, 1);
 	cf_conn_close(&conn);
 	connected = 0;
-	summary(json, quiet, out, &bi, &pg, bytes_out, stats_fast, endp);
+	summary(json, quiet, out, &bi, &pg, bytes_out, conn.s.bytes_in, stats_fast, endp);
 	client_event(COFFER_EV_BACKUP_COMPLETED, out, coffer_backup_type_name(bi.type));
 	cf_bkp_rx_free(&rx);
 	free(buf);

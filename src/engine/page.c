@@ -24,18 +24,10 @@ void cf_page_seal(uint8_t *pg, uint32_t page_size)
 	cf_put64(pg, cf_page_checksum(pg, page_size));
 }
 
-static int all_zero(const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i])
-			return 0;
-	return 1;
-}
-
 enum cf_page_state cf_page_verify(const uint8_t *pg, uint32_t page_size, cf_pgno pgno)
 {
 	uint64_t stored = cf_get64(pg);
-	if (stored == 0 && all_zero(pg, page_size))
+	if (stored == 0 && cf_all_zero(pg, page_size))
 		return CF_PAGE_ZERO;
 	if (stored != cf_page_checksum(pg, page_size))
 		return CF_PAGE_BAD_CHECKSUM;

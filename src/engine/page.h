@@ -68,6 +68,14 @@ static inline void cf_put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static inline void cf_put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 /* (Coffer is little-endian only; meson.build refuses big-endian hosts.) */
 
+/* Whether all N bytes at P are zero (memcmp of P against P+1: libc's
+ * vectorized compare, no table of zeroes). */
+static inline int cf_all_zero(const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
+}
+
 static inline cf_pgno cf_page_pgno(const uint8_t *pg) { return cf_get32(pg + 8); }
 static inline uint8_t cf_page_type(const uint8_t *pg) { return pg[12]; }
 static inline uint8_t cf_page_flags(const uint8_t *pg) { return pg[13]; }

@@ -19,6 +19,7 @@
 
 #include "common/err.h"
 #include "common/os.h"
+#include "engine/page.h"
 #include "server/srv_backup.h"
 
 static int check_stop(const atomic_int *stopping)
@@ -75,10 +76,41 @@ struct data {
 	struct pace pace;
 	int low_priority;
 	int fast;  /* logs: offer the descriptor fast path (cleared after a failure) */
+	int zeros; /* all-zero payloads go as ZEROS frames */
 	int phase; /* 0: pages, 1: log generations */
 	int rc;
 	coffer_error err;
 };
+
+/* One piece of a file, N bytes of payload in place in d->frame. Without
+ * zero runs: one DATA frame. With them: the piece is cut in units of
+ * ZERO_UNIT bytes, and each run of all-zero units goes as one ZEROS frame,
+ * each run of the others as one DATA frame sent in place (its header is
+ * written over the last bytes of the run before it, already sent). */
+#define ZERO_UNIT (64u << 10)
+static int send_piece(struct data *d, size_t n)
+{
+	uint8_t *pl = d->frame + CF_BKP_HDR;
+	if (!d->zeros)
+		return cf_bkp_send_frame(d->s, BKF_DATA, d->frame, n);
+	for (size_t off = 0, end; off < n; off = end) {
+		size_t k = n - off < ZERO_UNIT ? n - off : ZERO_UNIT;
+		int z = cf_all_zero(pl + off, k);
+		for (end = off + k; end < n; end += k) {
+			k = n - end < ZERO_UNIT ? n - end : ZERO_UNIT;
+			if (cf_all_zero(pl + end, k) != z)
+				break;
+		}
+		if (z) {
+			uint8_t c[4];
+			cf_put32(c, (uint32_t)(end - off));
+			CF_RET(cf_bkp_send(d->s, BKF_ZEROS, c, sizeof c, NULL, 0));
+		} else {
+			CF_RET(cf_bkp_send_frame(d->s, BKF_DATA, pl + off - CF_BKP_HDR, end - off));
+		}
+	}
+	return COFFER_OK;
+}
 
 static int send_pages(struct data *d)
 {
@@ -90,7 +122,7 @@ static int send_pages(struct data *d)
 		CF_RET(check_stop(d->stopping));
 		uint32_t n = (uint32_t)(bi->npages - p < per ? bi->npages - p : per);
 		CF_RET(coffer_backup_read_pages(d->b, p, n, pl));
-		CF_RET(cf_bkp_send_frame(d->s, BKF_DATA, d->frame, (size_t)n * bi->page_size));
+		CF_RET(send_piece(d, (size_t)n * bi->page_size));
 		CF_RET(pace_charge(&d->pace, (uint64_t)n * bi->page_size, d->stopping));
 	}
 	uint64_t size = bi->npages * bi->page_size;
@@ -111,7 +143,7 @@ static int send_log(struct data *d, uint32_t gen)
 		CF_GO(rc, check_stop(d->stopping));
 		size_t want = size - sent < CF_BKP_DATA_MAX ? (size_t)(size - sent) : CF_BKP_DATA_MAX;
 		CF_GO(rc, cf_pread_full(fd, path, pl, want, sent));
-		CF_GO(rc, cf_bkp_send_frame(d->s, BKF_DATA, d->frame, want));
+		CF_GO(rc, send_piece(d, want));
 		sent += want;
 		CF_GO(rc, pace_charge(&d->pace, want, d->stopping));
 	}
@@ -215,7 +247,7 @@ static int run_data(struct data *d, int phase)
 int srv_backup_session(coffer_env *env, coffer_evlog *ev, struct cf_stream *s,
 		       const struct srv_backup_opts *o, const char *who, const atomic_int *stopping)
 {
-	unsigned type = o->type & ~CF_BKP_FASTPATH;
+	unsigned type = o->type & ~CF_BKP_OPTIONS;
 	coffer_backup *b = NULL;
 	/* Header room in front of the payload: a frame leaves in one write. */
 	uint8_t *frame = malloc(CF_BKP_HDR + CF_BKP_MAX_PAYLOAD);
@@ -229,7 +261,8 @@ int srv_backup_session(coffer_env *env, coffer_evlog *ev, struct cf_stream *s,
 	const struct coffer_backup_info *bi = coffer_backup_get_info(b);
 	struct data d = {.b = b, .ev = ev, .s = s, .frame = frame, .stopping = stopping,
 			 .pace = {.rate = o->rate, .next_us = mono_us()},
-			 .low_priority = o->low_priority, .fast = (o->type & CF_BKP_FASTPATH) != 0};
+			 .low_priority = o->low_priority, .fast = (o->type & CF_BKP_FASTPATH) != 0,
+			 .zeros = (o->type & CF_BKP_ZEROS) != 0};
 	uint8_t info[CF_BKP_INFO_LEN];
 	cf_bkp_info_encode(bi, info);
 	CF_GO(rc, cf_bkp_send(s, BKF_INFO, info, sizeof info, NULL, 0));

@@ -18,7 +18,7 @@
 
 /* How a session runs. */
 struct srv_backup_opts {
-	unsigned type;     /* COFFER_BACKUP_*, or-ed with CF_BKP_FASTPATH when negotiated */
+	unsigned type;     /* COFFER_BACKUP_*, or-ed with CF_BKP_FASTPATH, CF_BKP_ZEROS when negotiated */
 	uint64_t rate;     /* bytes per second the data may leave at; 0: no limit */
 	int low_priority;  /* the data thread runs at nice SRV_BACKUP_NICE, I/O best-effort 7 */
 };

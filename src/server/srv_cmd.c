@@ -580,15 +580,17 @@ static CMD_FN(cmd_backup)
 			(int)(cmd->argv[2].len > 32 ? 32 : cmd->argv[2].len), cmd->argv[2].p);
 		return;
 	}
-	/* FASTPATH: descriptor passing, offered on plain Unix sockets only
-	 * (src/backup/proto.h); RATE BYTES_PER_SECOND: pace the data (the
+	/* FASTPATH: descriptor passing, offered on plain Unix sockets only;
+	 * ZEROS: zero runs as ZEROS frames (both in src/backup/proto.h); RATE BYTES_PER_SECOND: pace the data (the
 	 * tighter of it and backup-rate-limit applies); an unknown option is
 	 * refused. */
-	int fast = 0;
+	int fast = 0, zeros = 0;
 	long long rate = 0;
 	for (int i = 3; i < cmd->argc; i++) {
 		if (cmd->argv[i].len == 8 && strncasecmp(cmd->argv[i].p, "FASTPATH", 8) == 0) {
 			fast = c->kind == CONN_UNIX && c->ssl == NULL;
+		} else if (arg_is(&cmd->argv[i], "ZEROS")) {
+			zeros = 1;
 		} else if (arg_is(&cmd->argv[i], "RATE") && i + 1 < cmd->argc) {
 			i++;
 			if (srv_strict_ll(cmd->argv[i].p, cmd->argv[i].len, &rate) || rate < SRV_BACKUP_MIN_RATE) {
@@ -605,9 +607,10 @@ static CMD_FN(cmd_backup)
 		}
 	}
 	char line[48];
-	snprintf(line, sizeof line, "COFFER-BACKUP %d%s", SRV_BACKUP_PROTOCOL, fast ? " FASTPATH" : "");
+	snprintf(line, sizeof line, "COFFER-BACKUP %d%s%s", SRV_BACKUP_PROTOCOL, fast ? " FASTPATH" : "",
+		 zeros ? " ZEROS" : "");
 	r_simple(r, line);
-	e->detach = type | (fast ? CF_BKP_FASTPATH : 0);
+	e->detach = type | (fast ? CF_BKP_FASTPATH : 0) | (zeros ? CF_BKP_ZEROS : 0);
 	e->detach_rate = (uint64_t)rate;
 }
 

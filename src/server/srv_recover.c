@@ -202,7 +202,7 @@ int srv_recover_backup_session(struct srv *s, struct cf_stream *st, const struct
 		cf_bkp_send_error(st, &e);
 		/* Like any backup refused before it began (srv_backup.c). */
 		coffer_evfield f[2] = {{"WHO", who},
-				       {"TYPE", coffer_backup_type_name(o->type & ~CF_BKP_FASTPATH)}};
+				       {"TYPE", coffer_backup_type_name(o->type & ~CF_BKP_OPTIONS)}};
 		coffer_event_error(s->ev, COFFER_EV_BACKUP_FAILED, &e, f, 2);
 		*(coffer_error *)coffer_error_last() = e;
 		return rc;

@@ -3,7 +3,7 @@
  * (src/backup/proto.c): cf_bkp_recv on a struct cf_stream over one end of a
  * Unix socket pair whose other end carries the input and is then shut down;
  * every frame received goes through cf_bkp_info_decode and
- * cf_bkp_file_decode (an ERROR frame is decoded and raised by cf_bkp_recv
+ * cf_bkp_file_decode and cf_bkp_zeros_decode (an ERROR frame is decoded and raised by cf_bkp_recv
  * itself).
  *
  * Input:
@@ -109,6 +109,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint64_t fsize;
 		(void)cf_bkp_info_decode(buf, len, &bi);
 		(void)cf_bkp_file_decode(buf, len, name, sizeof name, &fsize);
+		uint32_t zeros;
+		(void)cf_bkp_zeros_decode(buf, len, &zeros);
 	}
 	close(sv[0]);
 	close(sv[1]);

@@ -1456,6 +1456,27 @@ static void test_frames_received_in_parts(void **s)
 	free(fs.data);
 }
 
+/* ZEROS payloads: a count of 1..CF_BKP_DATA_MAX in 4 bytes, nothing else. */
+static void test_zeros_frame_decode(void **s)
+{
+	(void)s;
+	uint8_t p[8] = {0};
+	uint32_t n = 0;
+	cf_put32(p, 65536);
+	OK(cf_bkp_zeros_decode(p, 4, &n));
+	assert_int_equal(n, 65536);
+	cf_put32(p, CF_BKP_DATA_MAX);
+	OK(cf_bkp_zeros_decode(p, 4, &n));
+	cf_put32(p, CF_BKP_DATA_MAX + 1);
+	EXPECT_CODE(cf_bkp_zeros_decode(p, 4, &n), COFFER_E_PROTOCOL);
+	cf_put32(p, 0);
+	EXPECT_CODE(cf_bkp_zeros_decode(p, 4, &n), COFFER_E_PROTOCOL);
+	cf_put32(p, 7);
+	EXPECT_CODE(cf_bkp_zeros_decode(p, 3, &n), COFFER_E_PROTOCOL);
+	EXPECT_CODE(cf_bkp_zeros_decode(p, 8, &n), COFFER_E_PROTOCOL);
+	EXPECT_CODE(cf_bkp_zeros_decode(p, 0, &n), COFFER_E_PROTOCOL);
+}
+
 /* ---- chain rules ---- */
 
 static void test_chain_rules(void **s)
@@ -2084,6 +2105,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pipeline_order_many_blocks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_writer_error_detail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_frames_received_in_parts, setup, teardown),
+		cmocka_unit_test(test_zeros_frame_decode),
 		cmocka_unit_test_setup_teardown(test_chain_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_set_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_full_incremental_file, setup, teardown),
