@@ -8,8 +8,8 @@
 # each run in a fresh directory under one temporary directory (so all three
 # engines use the same file system). Prints the machine, one table of medians
 # with the ratios coffer/sqlite and coffer/lmdb, and the spread. The raw
-# result lines are kept in BUILD/bench-engine.txt. Then runs bench/redis.sh
-# if it exists.
+# result lines are kept in BUILD/bench-engine.txt. Then runs bench/redis.sh,
+# bench/backup.sh and bench/backup_load.sh, those that exist.
 #
 # Environment (defaults sized for ~5 minutes on a 2-core VM):
 #   BENCH_REPS=5            repetitions of every measurement
@@ -196,4 +196,9 @@ fi
 if [ -f "$HERE/backup.sh" ]; then
 	echo
 	sh "$HERE/backup.sh" "$BUILD"
+fi
+
+if [ -f "$HERE/backup_load.sh" ]; then
+	echo
+	sh "$HERE/backup_load.sh" "$BUILD"
 fi
