@@ -407,6 +407,41 @@ static int remove_stale_tmp(const char *dir)
 	return COFFER_OK;
 }
 
+/* Stores made before log files were private have a 0750 log/ and 0640
+ * generations: take the group's and others' bits away from the directory
+ * and every generation (opened O_NOFOLLOW: a symbolic link is left as it
+ * is, and recovery has already refused one where a generation should be).
+ * Best effort: a file we may not chmod stays as it was and the store opens
+ * anyway; ls -l shows it. */
+static void tighten_modes(const char *dir)
+{
+	uint32_t *gens = NULL;
+	size_t n = 0;
+	char path[PATH_MAX];
+	struct stat st;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd >= 0) {
+		if (fstat(fd, &st) == 0 && (st.st_mode & 077))
+			(void)fchmod(fd, st.st_mode & 0700);
+		close(fd);
+	}
+	if (cf_log_list_gens(dir, &gens, &n) != COFFER_OK) {
+		coffer_error_clear();
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (cf_log_gen_path(path, sizeof path, dir, gens[i]) != COFFER_OK)
+			continue;
+		fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077))
+			(void)fchmod(fd, st.st_mode & 0600);
+		close(fd);
+	}
+	free(gens);
+}
+
 /* Zero [OFF, SIZE) of FD where it is not zero already (invariant I3). */
 static int zero_tail(int fd, const char *path, uint32_t off, uint32_t size)
 {
@@ -577,6 +612,7 @@ int cf_log_open(cf_log **out, const char *logdir, const uint8_t sig[16], cf_lsn 
 	 * so that a crash in between leaves a readable chain. */
 	CF_GO(rc, discard_after(log, logdir, gen));
 	CF_GO(rc, remove_stale_tmp(logdir));
+	tighten_modes(logdir);
 	CF_GO(rc, cf_open(&log->fd, log->path, O_RDWR, 0));
 	log->file_size = h.file_size;
 	CF_GO(rc, zero_tail(log->fd, log->path, off, h.file_size));

@@ -649,6 +649,36 @@ static void test_reopen_zeroes_tail(void **state)
 	assert_int_equal(where, end2);
 }
 
+/* A store made before log files were private (0750 log/, 0640
+ * generations) is made private when its log is opened. */
+static void test_reopen_tightens_modes(void **state)
+{
+	struct t *t = *state;
+	static cf_lsn lsns[5];
+	cf_log *log = new_log(t, MiB);
+	append_range(log, 0, 5, lsns);
+	assert_int_equal(cf_log_roll(log, NULL), COFFER_OK);
+	cf_lsn end = cf_log_end(log);
+	assert_int_equal(cf_log_close(log), COFFER_OK);
+	char g1[PATH_MAX], g2[PATH_MAX];
+	gen_path(t, 1, g1);
+	gen_path(t, 2, g2);
+	struct stat st;
+	assert_int_equal(stat(g1, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600); /* new files are private */
+	assert_int_equal(chmod(t->logdir, 0750), 0);
+	assert_int_equal(chmod(g1, 0640), 0);
+	assert_int_equal(chmod(g2, 0644), 0);
+	log = reopen(t, end);
+	assert_int_equal(cf_log_close(log), COFFER_OK);
+	assert_int_equal(stat(t->logdir, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0700);
+	assert_int_equal(stat(g1, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(stat(g2, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+}
+
 static void test_torn_tail(void **state)
 {
 	struct t *t = *state;
@@ -1144,6 +1174,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_invalid_arguments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_discards_later, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen_zeroes_tail, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reopen_tightens_modes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damage_in_last_generation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damage_not_at_end, setup, teardown),
