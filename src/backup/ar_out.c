@@ -348,6 +348,14 @@ void ar_remove_tree(const char *d, int depth)
 	cf_os.rmdir(d);
 }
 
+int cf_archive_remove(const char *path)
+{
+	char parent[PATH_MAX];
+	ar_remove_tree(path, 1);
+	CF_RET(cf_path_dirname(parent, sizeof parent, path));
+	return cf_fsync_dir(parent);
+}
+
 void ar_out_discard(struct ar_out *o)
 {
 	if (o == NULL || o->discarded)

@@ -142,6 +142,11 @@ int cf_archive_file_end(cf_archive_writer *w);
 int cf_archive_finish(cf_archive_writer *w, const cf_set_meta *meta);
 /* Remove the temporary and free W (NULL is ignored). */
 void cf_archive_abort(cf_archive_writer *w);
+/* Remove a finished set at PATH (a file, or a directory set with its log/),
+ * never following a symbolic link, and make the removal durable (fsync of
+ * the parent directory): a set the server did not record must not come
+ * back after a crash. Errors: those of the fsync. */
+int cf_archive_remove(const char *path);
 
 /* Bytes given to file_write so far; bytes written to the output so far
  * (exact between files; during a file the writer thread may be behind). */

@@ -21,7 +21,6 @@
  * client runs at a low CPU and I/O priority unless --priority normal
  * (cofferd's data thread has its own setting, backup-priority).
  */
-#include <ftw.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,19 +86,16 @@ static void progress_show(struct progress *p, int final)
 	fflush(stderr);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
-{
-	(void)st;
-	(void)flag;
-	(void)f;
-	return remove(path) == 0 ? 0 : 0;
-}
-
 /* Remove a set made visible that the server certainly did not record (the
- * CONFIRM never reached it whole, or it said so). */
+ * CONFIRM never reached it whole, or it said so). The backup fails with the
+ * server's error either way; a failure to make the removal durable is only
+ * noted after it. */
 static void remove_set(const char *path)
 {
-	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	coffer_error saved = *coffer_error_last();
+	if (cf_archive_remove(path) != COFFER_OK)
+		fprintf(stderr, "coffer backup: removing %s: %s\n", path, coffer_error_last()->message);
+	*(coffer_error *)coffer_error_last() = saved;
 }
 
 static int parse_compress(const char *v, int *level)

@@ -1456,6 +1456,39 @@ static void test_frames_received_in_parts(void **s)
 	free(fs.data);
 }
 
+/* cf_archive_remove: a finished file set and a directory set go, a link
+ * planted in the directory set is removed as a link (its target stays). */
+static void test_remove_finished_sets(void **s)
+{
+	(void)s;
+	for (int fmt = 0; fmt < 2; fmt++) {
+		char path[PATH_MAX], outside[PATH_MAX], link[PATH_MAX + 16];
+		tpath(path, "set");
+		struct tfile f[NSTD];
+		std_files(f, 0);
+		cf_set_meta meta = test_meta(CF_SET_FULL, 3, 6);
+		struct cf_archive_options o = {.format_dir = fmt};
+		write_set_reserved(path, &o, f, NSTD, &meta);
+		free_files(f, NSTD);
+		tpath(outside, "outside");
+		int fd = open(outside, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		assert_true(fd >= 0);
+		assert_int_equal(write(fd, "keep", 4), 4);
+		close(fd);
+		if (fmt) {
+			snprintf(link, sizeof link, "%s/log/planted", path);
+			assert_int_equal(symlink(outside, link), 0);
+		}
+		OK(cf_archive_remove(path));
+		assert_false(exists(path));
+		struct stat st;
+		assert_int_equal(stat(outside, &st), 0);
+		assert_int_equal(st.st_size, 4);
+		unlink(outside);
+	}
+	assert_int_equal(count_entries(tdir), 0);
+}
+
 /* ZEROS payloads: a count of 1..CF_BKP_DATA_MAX in 4 bytes, nothing else. */
 static void test_zeros_frame_decode(void **s)
 {
@@ -2106,6 +2139,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pipeline_writer_error_detail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_frames_received_in_parts, setup, teardown),
 		cmocka_unit_test(test_zeros_frame_decode),
+		cmocka_unit_test_setup_teardown(test_remove_finished_sets, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chain_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_set_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_full_incremental_file, setup, teardown),
