@@ -91,8 +91,9 @@ enum cf_bkf_type {
  * generation, a page never written) is sent as a ZEROS frame of 4 bytes
  * instead: its length, 1..CF_BKP_DATA_MAX. The client puts that many zero
  * bytes in the file; the set, its SHA-256 and its blocks are the same as
- * with DATA. Over TLS or a slow link, a 16 MiB generation that holds 40 KiB
- * of records costs 40 KiB and 15 small frames. */
+ * with DATA. The server looks for zeroes in units of 64 KiB (srv_backup.c):
+ * over TLS or a slow link, a 16 MiB generation that holds 40 KiB of records
+ * costs one 64 KiB DATA frame and 16 ZEROS frames of 28 bytes. */
 #define CF_BKP_ZEROS 0x200u
 #define CF_BKP_OPTIONS (CF_BKP_FASTPATH | CF_BKP_ZEROS)
 

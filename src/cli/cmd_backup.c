@@ -134,9 +134,6 @@ static void client_event(int id, const char *set, const char *type)
 	coffer_evlog_close(ev);
 }
 
-/* A log generation offered through the fast path: check the descriptor,
- * copy the file from it into the set, and tell the server (FD_OK), or
- * tell it why not (FD_FAIL) so that it sends the file over the stream. */
 /* N zero bytes into the file being written (a ZEROS frame), straight into
  * the set's block buffers. */
 static int put_zeros(cf_archive_writer *w, uint32_t n)
@@ -153,6 +150,9 @@ static int put_zeros(cf_archive_writer *w, uint32_t n)
 	return COFFER_OK;
 }
 
+/* A log generation offered through the fast path: check the descriptor,
+ * copy the file from it into the set, and tell the server (FD_OK), or
+ * tell it why not (FD_FAIL) so that it sends the file over the stream. */
 static int take_fd_file(struct cf_stream *s, cf_archive_writer *w, const uint8_t *p, uint32_t len,
 			int fd, uint32_t *gen, int *used, struct progress *pg)
 {

@@ -409,8 +409,8 @@ static int remove_stale_tmp(const char *dir)
 
 /* Stores made before log files were private have a 0750 log/ and 0640
  * generations: take the group's and others' bits away from the directory
- * and every generation (opened O_NOFOLLOW: a symbolic link is left as it
- * is, and recovery has already refused one where a generation should be).
+ * and every generation (each opened O_NOFOLLOW: whatever a symbolic link
+ * points to is left as it is).
  * Best effort: a file we may not chmod stays as it was and the store opens
  * anyway; ls -l shows it. */
 static void tighten_modes(const char *dir)
