@@ -153,6 +153,10 @@ int ar_out_write(struct ar_out *o, const void *p, size_t n);
  * fallocate with FALLOC_FL_KEEP_SIZE; failures are ignored, the writes
  * report a full disk). */
 void ar_out_reserve(struct ar_out *o, uint64_t n);
+/* Whether preallocating FD (a regular file) helps: not on tmpfs or ramfs,
+ * where fallocate allocates and zeroes every page ahead of the writes, on
+ * the calling thread, and there are no extents to keep together. */
+int ar_prealloc_helps(int fd);
 /* Offset of the next byte in the current output file. */
 uint64_t ar_out_offset(const struct ar_out *o);
 uint64_t ar_out_bytes(const struct ar_out *o);

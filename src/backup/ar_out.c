@@ -74,17 +74,18 @@ uint64_t ar_out_bytes(const struct ar_out *o)
 	return __atomic_load_n(&o->bytes, __ATOMIC_RELAXED); /* read while the writer thread writes */
 }
 
+int ar_prealloc_helps(int fd)
+{
+	struct statfs sf;
+	return fstatfs(fd, &sf) == 0 && sf.f_type != TMPFS_MAGIC && sf.f_type != RAMFS_MAGIC;
+}
+
 /* Note the current file's descriptor: regular file or not. */
 static void out_fd_set(struct ar_out *o)
 {
 	struct stat st;
-	struct statfs sf;
 	o->regular = cf_os.fstat(o->fd, &st) == 0 && S_ISREG(st.st_mode);
-	/* On tmpfs (and ramfs) fallocate allocates and zeroes every page up
-	 * front, on the receiving thread: twice the work of the writes, for
-	 * nothing (there are no extents to keep together). */
-	o->prealloc = o->regular && fstatfs(o->fd, &sf) == 0 && sf.f_type != TMPFS_MAGIC &&
-		      sf.f_type != RAMFS_MAGIC;
+	o->prealloc = o->regular && ar_prealloc_helps(o->fd);
 	o->wb = o->off;
 	o->reserved = 0;
 }

@@ -168,10 +168,13 @@ static int prepare_target(struct restore *rs)
 
 #define WB_CHUNK (32u << 20)
 
-/* Preallocate the size the manifest gives NAME (a hint, errors ignored). */
+/* Preallocate the size the manifest gives NAME (a hint, errors ignored;
+ * not on tmpfs, ar_prealloc_helps). */
 static void preallocate(struct restore *rs, size_t i, const char *name, int fd)
 {
 	const struct cf_set_manifest *m = cf_archive_manifest(rs->r[i]);
+	if (!ar_prealloc_helps(fd))
+		return;
 	for (uint32_t k = 0; m && k < m->nfiles; k++)
 		if (strcmp(m->files[k].name, name) == 0) {
 			int saved = errno;

@@ -1205,7 +1205,8 @@ static void test_pipeline_reserve_commit(void **s)
 static unsigned fallocs;
 static int counting_fallocate(int fd, int mode, off_t off, off_t len)
 {
-	__atomic_add_fetch(&fallocs, 1, __ATOMIC_RELAXED);
+	if (mode == FALLOC_FL_KEEP_SIZE) /* the hints of sets and restores, not the log's */
+		__atomic_add_fetch(&fallocs, 1, __ATOMIC_RELAXED);
 	return cf_os_real.fallocate(fd, mode, off, len);
 }
 
@@ -1752,6 +1753,43 @@ static void count_events(const char *dir)
 	coffer_evlog_read(dir, on_event, NULL, NULL);
 }
 
+/* The same rule for the files a restore lays down: preallocated on disk,
+ * not on tmpfs. Returns the fallocate hints of one restore of TS into DIR. */
+static unsigned restore_fallocates(const struct two_sets *ts, const char *dir)
+{
+	char target[1024];
+	snprintf(target, sizeof target, "%s/restored-prealloc", dir);
+	const char *sets[] = {ts->full, ts->incr};
+	struct cf_restore_options ro = {.target = target, .evlog_flags = COFFER_EVLOG_NO_SYSTEM};
+	struct cf_restore_result res;
+	fallocs = 0;
+	cf_os.fallocate = counting_fallocate;
+	OK(cf_restore(sets, 2, &ro, &res));
+	cf_os = cf_os_real;
+	assert_true(res.recovered);
+	rm_rf(target);
+	return fallocs;
+}
+
+static void test_restore_preallocation_by_file_system(void **s)
+{
+	(void)s;
+	struct two_sets ts;
+	make_two_sets(&ts, 0, 0);
+	struct statfs sf;
+	assert_int_equal(statfs(tdir, &sf), 0);
+	if (sf.f_type != TMPFS_MAGIC)
+		assert_true(restore_fallocates(&ts, tdir) >= 1);
+	char shm[] = "/dev/shm/coffer-test-prealloc-XXXXXX";
+	if (statfs("/dev/shm", &sf) != 0 || sf.f_type != TMPFS_MAGIC || mkdtemp(shm) == NULL) {
+		print_message("no tmpfs at /dev/shm: the tmpfs case is not checked\n");
+		return;
+	}
+	unsigned n = restore_fallocates(&ts, shm);
+	rm_rf(shm);
+	assert_int_equal(n, 0);
+}
+
 static void restore_full_incr(int dir_format, int level)
 {
 	struct two_sets ts;
@@ -2147,6 +2185,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restore_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_hostile_name, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_from_stdin, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restore_preallocation_by_file_system, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_planted_links_never_followed, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
