@@ -614,7 +614,15 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 		goto err;
 	visible = strcmp(out, "-") != 0;
 	/* A CONFIRM that could not be sent whole never reached the server:
-	 * nothing was recorded (the error path removes the set). */
+	 * nothing was recorded (the error path removes the set). Test hook
+	 * backup.confirm.send: the send fails, the connection is dropped. */
+	int inj = CF_INJECT("backup.confirm.send");
+	if (inj) {
+		rc = CF_ERROR(COFFER_E_CONNECTION_LOST, CF_OBJ(.peer = conn.s.peer, .sys_errno = inj),
+			      "the confirmation of the set could not be sent to %s: %s (injected)", conn.s.peer,
+			      strerror(inj));
+		goto err;
+	}
 	CF_GO(rc, cf_bkp_send(&conn.s, BKF_CONFIRM, &last_done, 4, NULL, 0));
 	t = 0;
 	rc = cf_bkp_recv(&conn.s, &t, buf, &len);

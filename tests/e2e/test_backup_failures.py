@@ -630,6 +630,25 @@ def run_server_fails_after_recording(c):
     return {"rc": rc, "stderr": err, "pid": pid}
 
 
+def run_confirm_never_sent(c):
+    # The set is complete and visible, but its CONFIRM never leaves the
+    # client (test hook): the server records nothing, the client removes it.
+    c.start_server()
+    c.load_small(500, "a")
+    c.vars["set"] = os.path.join(c.work, "x.cbk")
+    rc, _, err, pid = c.run("backup", "-o", c.vars["set"],
+                            wrap=("env", "COFFER_INJECT=backup.confirm.send:EPIPE"))
+    return {"rc": rc, "stderr": err, "pid": pid}
+
+
+def after_confirm_never_sent(c, out):
+    after_no_set(c, out)
+    rc, status, err, _ = c.run("status")
+    assert rc == 0, err
+    assert not re.search(r"last full:\s+id", status), status  # nothing was recorded
+    after_server_alive_and_next_backup_works(c, out)
+
+
 def after_end_lost(c, out):
     # The set is kept, complete, the server lists it as its last
     # incremental, and the next incremental is chained to it.
@@ -700,6 +719,11 @@ CASES = [
          what=["log generation {gen}"], object=["generation={gen}"],
          events=[(1202, {"CODE_NAME": "COFFER_E_LOG_MISSING", "GENERATION": "{gen}", "WHO": "{client_who}"})],
          after=after_log_missing),
+    dict(id="confirm_never_reached_the_server", run=run_confirm_never_sent, code=103,
+         name="COFFER_E_CONNECTION_LOST", what=["confirmation", "unix:{sock}", "Broken pipe"],
+         object=["unix:{sock}"],
+         events=[(1202, {"CODE_NAME": "COFFER_E_CONNECTION_LOST", "WHO": "{client_who}"})],
+         after=after_confirm_never_sent),
     dict(id="end_frame_lost_after_confirm", run=run_end_lost_after_confirm, code=157,
          name="COFFER_E_BACKUP_OUTCOME_UNKNOWN",
          what=['"{set}"', "was kept", "may or may not have recorded", "coffer status"], object=["{set}"],
