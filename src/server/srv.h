@@ -354,9 +354,9 @@ struct srv {
 	uint64_t scan_next;
 	struct scan_slot scan[SRV_SCAN_SLOTS];
 
-	pthread_mutex_t rate_mu; /* event rate limit */
-	int64_t rate_window_us;
-	unsigned rate_count, rate_dropped;
+	pthread_mutex_t rate_mu; /* event rate limit, per class (srv_auth.c) */
+	int64_t rate_window_us[2];
+	unsigned rate_count[2], rate_dropped[2];
 
 	struct srv_loop *loop;   /* srv_loop.c */
 

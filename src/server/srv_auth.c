@@ -122,26 +122,30 @@ int srv_auth_check_password(struct srv *s, const char *pw, size_t len)
 	return CRYPTO_memcmp(a, b, na) == 0;
 }
 
-/* At most RATE events per second from clients' doings; the first one after
- * a suppressed stretch says how many were left out. */
+/* At most RATE events per second from clients' doings, counted apart for
+ * two classes: connections that broke the protocol or its deadlines (1012,
+ * 1013), and the rest (refusals, wrong passwords, refused backups). So a
+ * flood of idle or garbage connections cannot hide a password guess. The
+ * first event after a suppressed stretch says how many were left out. */
 #define RATE 10u
 
-static int rate_take(struct srv *s, unsigned *dropped)
+static int rate_take(struct srv *s, int id, unsigned *dropped)
 {
+	int k = id == COFFER_EV_PROTOCOL_ERROR || id == COFFER_EV_CLIENT_TIMEOUT;
 	int64_t now = srv_mono_us();
 	int ok;
 	pthread_mutex_lock(&s->rate_mu);
-	if (now - s->rate_window_us >= 1000000) {
-		s->rate_window_us = now;
-		s->rate_count = 0;
+	if (now - s->rate_window_us[k] >= 1000000) {
+		s->rate_window_us[k] = now;
+		s->rate_count[k] = 0;
 	}
-	ok = s->rate_count < RATE;
+	ok = s->rate_count[k] < RATE;
 	if (ok) {
-		s->rate_count++;
-		*dropped = s->rate_dropped;
-		s->rate_dropped = 0;
+		s->rate_count[k]++;
+		*dropped = s->rate_dropped[k];
+		s->rate_dropped[k] = 0;
 	} else {
-		s->rate_dropped++;
+		s->rate_dropped[k]++;
 	}
 	pthread_mutex_unlock(&s->rate_mu);
 	return ok;
@@ -156,7 +160,7 @@ void srv_event_async(struct srv *s, int id, const char *k1, const char *v1, cons
 		     const char *v2, const char *fmt, ...)
 {
 	unsigned dropped = 0;
-	if (s->ev == NULL || !rate_take(s, &dropped))
+	if (s->ev == NULL || !rate_take(s, id, &dropped))
 		return;
 	struct job *j = calloc(1, sizeof *j);
 	if (j == NULL)

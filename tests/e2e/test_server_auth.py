@@ -6,6 +6,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import time
 
 import pytest
 import redis
@@ -290,3 +291,31 @@ def test_shutdown_with_backup_client_that_does_not_read(mk):
     assert rep == "COFFER-BACKUP 1"
     assert s.stop() == 0  # the session is aborted, the store closed cleanly
     c.close()
+
+
+def test_garbage_flood_does_not_hide_a_wrong_password(mk, pwfile, coffer_bin):
+    """Event rate limits are counted per class: 40 connections that send
+    garbage (event 1012, at most 10 a second) in the same second as a wrong
+    password leave the password's event 1011 logged; the garbage is cut to
+    10 events, the next one saying how many were left out."""
+    s = mk(args=["--password-file", pwfile], listen=["127.0.0.1:0"])
+    host, port = s.tcp[0]
+    t0 = time.monotonic()
+    for _ in range(40):
+        with socket.create_connection((host, port), timeout=10) as g:
+            g.sendall(b"*1\r\n$x\r\n")
+            g.settimeout(10)
+            try:
+                while g.recv(4096):
+                    pass
+            except OSError:
+                pass
+    c = Resp((host, port))
+    e = c.cmd("AUTH", "guess")
+    took = time.monotonic() - t0
+    assert isinstance(e, RespError) and "COFFER_E_AUTH_FAILED" in e
+    ev = su.wait_for(lambda: su.events(coffer_bin, s.data, 1011), what="event 1011")
+    assert ev[-1]["fields"]["PEER"].startswith("127.0.0.1:"), ev
+    garbage = su.events(coffer_bin, s.data, 1012)
+    # limited (10 per one-second window), not dropped altogether
+    assert 1 <= len(garbage) <= 10 * (int(took) + 2), (len(garbage), took)
