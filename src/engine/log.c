@@ -408,38 +408,41 @@ static int remove_stale_tmp(const char *dir)
 }
 
 /* Stores made before log files were private have a 0750 log/ and 0640
- * generations: take the group's and others' bits away from the directory
- * and every generation (each opened O_NOFOLLOW: whatever a symbolic link
- * points to is left as it is).
- * Best effort: a file we may not chmod stays as it was and the store opens
- * anyway; ls -l shows it. */
+ * generations: take the group's and others' bits away from every
+ * generation (each opened O_NOFOLLOW: whatever a symbolic link points to
+ * is left as it is), then from the directory. The directory goes last and
+ * marks the work done: a private log/ costs one fstat at start, not one
+ * open per generation. Best effort: a file we may not chmod stays as it
+ * was and the store opens anyway; ls -l shows it. */
 static void tighten_modes(const char *dir)
 {
 	uint32_t *gens = NULL;
 	size_t n = 0;
 	char path[PATH_MAX];
 	struct stat st;
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd >= 0) {
-		if (fstat(fd, &st) == 0 && (st.st_mode & 077))
-			(void)fchmod(fd, st.st_mode & 0700);
-		close(fd);
-	}
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return;
+	if (fstat(dfd, &st) != 0 || (st.st_mode & 077) == 0)
+		goto out;
 	if (cf_log_list_gens(dir, &gens, &n) != COFFER_OK) {
 		coffer_error_clear();
-		return;
+		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (cf_log_gen_path(path, sizeof path, dir, gens[i]) != COFFER_OK)
+		struct stat fs;
+		int fd;
+		if (cf_log_gen_path(path, sizeof path, dir, gens[i]) != COFFER_OK ||
+		    (fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
 			continue;
-		fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077))
-			(void)fchmod(fd, st.st_mode & 0600);
+		if (fstat(fd, &fs) == 0 && S_ISREG(fs.st_mode) && (fs.st_mode & 077))
+			(void)fchmod(fd, fs.st_mode & 0600);
 		close(fd);
 	}
 	free(gens);
+	(void)fchmod(dfd, st.st_mode & 0700);
+out:
+	close(dfd);
 }
 
 /* Zero [OFF, SIZE) of FD where it is not zero already (invariant I3). */

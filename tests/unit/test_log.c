@@ -677,6 +677,13 @@ static void test_reopen_tightens_modes(void **state)
 	assert_int_equal(st.st_mode & 0777, 0600);
 	assert_int_equal(stat(g2, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
+	/* Once log/ is private, opening looks no further than the directory
+	 * (no open per generation at every start). */
+	assert_int_equal(chmod(g1, 0640), 0);
+	log = reopen(t, end);
+	assert_int_equal(cf_log_close(log), COFFER_OK);
+	assert_int_equal(stat(g1, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0640);
 }
 
 static void test_torn_tail(void **state)
