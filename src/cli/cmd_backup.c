@@ -134,6 +134,16 @@ static void client_event(int id, const char *set, const char *type)
 	coffer_evlog_close(ev);
 }
 
+/* N more bytes (DATA or ZEROS) after GOT must stay within the file's
+ * announced SIZE. */
+static int within_file(const struct cf_stream *s, uint64_t got, uint32_t n, uint64_t size)
+{
+	if (got + n <= size)
+		return COFFER_OK;
+	return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
+			"the server sent more data than the file's announced %llu bytes", (unsigned long long)size);
+}
+
 /* N zero bytes into the file being written (a ZEROS frame), straight into
  * the set's block buffers. */
 static int put_zeros(cf_archive_writer *w, uint32_t n)
@@ -470,12 +480,7 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 		t = rx.type;
 		len = rx.len;
 		if (t == BKF_DATA && in_file && pfd < 0) {
-			if (fgot + len > fsize) {
-				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer),
-					      "the server sent more data than the file's announced %llu bytes",
-					      (unsigned long long)fsize);
-				goto err;
-			}
+			CF_GO(rc, within_file(&conn.s, fgot, len, fsize));
 			while (rx.left) {
 				void *dst;
 				size_t room;
@@ -497,12 +502,7 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 			CF_GO(rc, cf_bkp_rx_read(&conn.s, &rx, buf, len));
 			CF_GO(rc, cf_bkp_rx_end(&conn.s, &rx, NULL));
 			CF_GO(rc, cf_bkp_zeros_decode(buf, len, &zn));
-			if (fgot + zn > fsize) {
-				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer),
-					      "the server sent more data than the file's announced %llu bytes",
-					      (unsigned long long)fsize);
-				goto err;
-			}
+			CF_GO(rc, within_file(&conn.s, fgot, zn, fsize));
 			CF_GO(rc, put_zeros(w, zn));
 			fgot += zn;
 			pg.done += zn;
