@@ -1228,13 +1228,15 @@ static unsigned set_fallocates(const char *dir)
 	return fallocs;
 }
 
-static void test_preallocation_by_file_system(void **s)
+/* WRITE(dir, arg) writes into DIR and returns its fallocate hints: at
+ * least one on the test directory (unless that is tmpfs itself), none on
+ * /dev/shm (when it is a tmpfs). */
+static void check_prealloc_by_fs(unsigned (*write)(const char *dir, void *arg), void *arg)
 {
-	(void)s;
 	struct statfs sf;
 	assert_int_equal(statfs(tdir, &sf), 0);
 	if (sf.f_type != TMPFS_MAGIC)
-		assert_true(set_fallocates(tdir) >= 1);
+		assert_true(write(tdir, arg) >= 1);
 	else
 		print_message("test directory %s is on tmpfs: the disk case is not checked\n", tdir);
 	char shm[] = "/dev/shm/coffer-test-prealloc-XXXXXX";
@@ -1242,9 +1244,21 @@ static void test_preallocation_by_file_system(void **s)
 		print_message("no tmpfs at /dev/shm: the tmpfs case is not checked\n");
 		return;
 	}
-	unsigned n = set_fallocates(shm);
+	unsigned n = write(shm, arg);
 	rm_rf(shm);
 	assert_int_equal(n, 0);
+}
+
+static unsigned set_fallocates_cb(const char *dir, void *arg)
+{
+	(void)arg;
+	return set_fallocates(dir);
+}
+
+static void test_preallocation_by_file_system(void **s)
+{
+	(void)s;
+	check_prealloc_by_fs(set_fallocates_cb, NULL);
 }
 
 /* Many blocks through a ring of few slots, workers finishing out of order
@@ -1753,10 +1767,11 @@ static void count_events(const char *dir)
 	coffer_evlog_read(dir, on_event, NULL, NULL);
 }
 
-/* The same rule for the files a restore lays down: preallocated on disk,
- * not on tmpfs. Returns the fallocate hints of one restore of TS into DIR. */
-static unsigned restore_fallocates(const struct two_sets *ts, const char *dir)
+/* The same rule for the files a restore lays down: the fallocate hints of
+ * one restore of the two sets ARG into DIR. */
+static unsigned restore_fallocates(const char *dir, void *arg)
 {
+	const struct two_sets *ts = arg;
 	char target[1024];
 	snprintf(target, sizeof target, "%s/restored-prealloc", dir);
 	const char *sets[] = {ts->full, ts->incr};
@@ -1776,18 +1791,7 @@ static void test_restore_preallocation_by_file_system(void **s)
 	(void)s;
 	struct two_sets ts;
 	make_two_sets(&ts, 0, 0);
-	struct statfs sf;
-	assert_int_equal(statfs(tdir, &sf), 0);
-	if (sf.f_type != TMPFS_MAGIC)
-		assert_true(restore_fallocates(&ts, tdir) >= 1);
-	char shm[] = "/dev/shm/coffer-test-prealloc-XXXXXX";
-	if (statfs("/dev/shm", &sf) != 0 || sf.f_type != TMPFS_MAGIC || mkdtemp(shm) == NULL) {
-		print_message("no tmpfs at /dev/shm: the tmpfs case is not checked\n");
-		return;
-	}
-	unsigned n = restore_fallocates(&ts, shm);
-	rm_rf(shm);
-	assert_int_equal(n, 0);
+	check_prealloc_by_fs(restore_fallocates, &ts);
 }
 
 static void restore_full_incr(int dir_format, int level)
