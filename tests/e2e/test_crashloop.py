@@ -389,19 +389,26 @@ def incremental_when_idle(s, coffer_bin, path):
     assert q.returncode == 0, q.stderr
 
 
+def start_with_a_full(s, coffer_bin, work):
+    """Start S, write a=1 and take the full backup WORK/1-full.cbk; returns
+    (a redis client, the set's path)."""
+    s.start()
+    r = s.redis()
+    r.set("a", "1")
+    full = os.path.join(work, "1-full.cbk")
+    p = subprocess.run([coffer_bin, "--server", "unix:" + s.sock, "backup", "-o", full],
+                       capture_output=True, text=True, timeout=120 * SLOW)
+    assert p.returncode == 0, p.stderr
+    return r, full
+
+
 def test_lost_end_frame_keeps_a_recorded_set(cofferd_bin, coffer_bin):
     """The server got the CONFIRM and recorded the backup; its END is lost.
     The kept set is the parent of the next incremental: the chain holds."""
     work = su.short_dir("cle")
     s = su.Server(cofferd_bin, os.path.join(work, "data"), sock=os.path.join(work, "s.sock"), start=False)
     try:
-        s.start()
-        r = s.redis()
-        r.set("a", "1")
-        full = os.path.join(work, "1-full.cbk")
-        p = subprocess.run([coffer_bin, "--server", "unix:" + s.sock, "backup", "-o", full],
-                           capture_output=True, text=True, timeout=120 * SLOW)
-        assert p.returncode == 0, p.stderr
+        r, full = start_with_a_full(s, coffer_bin, work)
         r.set("b", "2")
         lost = os.path.join(work, "2-incr.cbk")
         kept_id = backup_via_proxy(s, coffer_bin, True, lost)
@@ -430,13 +437,7 @@ def test_lost_confirm_keeps_an_unrecorded_set(cofferd_bin, coffer_bin):
     work = su.short_dir("clc")
     s = su.Server(cofferd_bin, os.path.join(work, "data"), sock=os.path.join(work, "s.sock"), start=False)
     try:
-        s.start()
-        r = s.redis()
-        r.set("a", "1")
-        full = os.path.join(work, "1-full.cbk")
-        p = subprocess.run([coffer_bin, "--server", "unix:" + s.sock, "backup", "-o", full],
-                           capture_output=True, text=True, timeout=120 * SLOW)
-        assert p.returncode == 0, p.stderr
+        r, full = start_with_a_full(s, coffer_bin, work)
         full_id, _ = set_ids(coffer_bin, full)
         r.set("b", "2")
         lost = os.path.join(work, "2-incr.cbk")

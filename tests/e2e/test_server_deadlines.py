@@ -149,12 +149,10 @@ def test_tls_client_without_client_hello_is_closed(mk, tmp_path, coffer_bin):
     quiet.close()
 
 
-def test_slowloris_before_auth_is_closed_at_the_handshake_deadline(mk, pwfile, coffer_bin):
-    s = mk(args=["--password-file", pwfile, "--handshake-timeout", "1"], listen=["127.0.0.1:0"])
-    c = socket.create_connection(s.tcp[0], timeout=10)
-    cmd = encode("AUTH", PASSWORD + " " * 30)  # 64 bytes: 6.4 s at 10 bytes a second
+def trickle(c, cmd):
+    """Send CMD a byte every 0.1 s until the server answers or closes; it
+    must stop the trickle before the end. Returns the seconds it took."""
     t0 = time.monotonic()
-    got = b""
     sent = 0
     for b in cmd:
         r, _, _ = select.select([c], [], [], 0.1)
@@ -167,6 +165,14 @@ def test_slowloris_before_auth_is_closed_at_the_handshake_deadline(mk, pwfile, c
         sent += 1
     took = time.monotonic() - t0
     assert sent < len(cmd), "the whole trickled command went through (%.1f s)" % took
+    return took
+
+
+def test_slowloris_before_auth_is_closed_at_the_handshake_deadline(mk, pwfile, coffer_bin):
+    s = mk(args=["--password-file", pwfile, "--handshake-timeout", "1"], listen=["127.0.0.1:0"])
+    c = socket.create_connection(s.tcp[0], timeout=10)
+    cmd = encode("AUTH", PASSWORD + " " * 30)  # 64 bytes: 6.4 s at 10 bytes a second
+    took = trickle(c, cmd)
     got = read_until_closed(c)
     assert got is not None and got.startswith(b"-ERR no AUTH within 1 s") and b"COFFER_E_TIMEOUT" in got, got
     assert 0.9 <= took < 5, took
@@ -198,19 +204,7 @@ def test_slowloris_after_auth_is_closed_at_the_request_deadline(mk, coffer_bin):
     c.settimeout(10)
     c.connect(s.sock)
     cmd = encode("SET", "slow", "x" * 40)
-    t0 = time.monotonic()
-    sent = 0
-    for b in cmd:
-        rd, _, _ = select.select([c], [], [], 0.1)
-        if rd:
-            break
-        try:
-            c.send(bytes([b]))
-        except (BrokenPipeError, ConnectionResetError):
-            break
-        sent += 1
-    took = time.monotonic() - t0
-    assert sent < len(cmd), "the whole trickled command went through (%.1f s)" % took
+    took = trickle(c, cmd)
     got = read_until_closed(c)
     assert got is not None, "not closed"
     assert got.startswith(b"-ERR the command was not received completely within 1 s"), got
