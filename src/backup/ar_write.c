@@ -183,51 +183,39 @@ int cf_archive_file_begin(cf_archive_writer *w, const char *name)
 	return rc ? fail(w, rc) : COFFER_OK;
 }
 
-int cf_archive_file_write(cf_archive_writer *w, const void *data, size_t n)
+/* Data may go to the current file: not failed, inside a file. */
+static int writable(cf_archive_writer *w)
 {
 	if (w->rc)
 		return failed(w);
 	if (!w->in_file)
 		return CF_ERROR(COFFER_E_INVALID_ARGUMENT, NULL, "backup set data written outside a file");
+	return COFFER_OK;
+}
+
+/* The copying form of reserve/commit. */
+int cf_archive_file_write(cf_archive_writer *w, const void *data, size_t n)
+{
 	const uint8_t *p = data;
-	int rc;
+	CF_RET(writable(w));
 	while (n > 0) {
-		if (w->blk == NULL) {
-			if (w->cur.blocks >= UINT32_MAX)
-				return fail(w, CF_ERROR(COFFER_E_LIMIT, NULL, "file too large for a backup set"));
-			CF_GO(rc, ar_zpool_acquire(w->pool, &w->blk));
-			w->blk->index = w->nfiles;
-			w->blk->blockno = (uint32_t)w->cur.blocks;
-		}
-		struct ar_block *b = w->blk;
-		size_t take = CF_AR_BLOCK_MAX - b->raw_len;
-		if (take > n)
-			take = n;
-		memcpy(AR_RAW(b) + b->raw_len, p, take);
-		b->raw_len += take;
+		void *dst;
+		size_t room;
+		CF_RET(cf_archive_file_reserve(w, &dst, &room));
+		size_t take = room < n ? room : n;
+		memcpy(dst, p, take);
+		CF_RET(cf_archive_file_commit(w, take));
 		p += take;
 		n -= take;
-		w->cur.size += take;
-		w->bytes_in += take;
-		if (b->raw_len == CF_AR_BLOCK_MAX) {
-			w->blk = NULL;
-			w->cur.blocks++;
-			CF_GO(rc, ar_zpool_submit(w->pool, b));
-		}
 	}
 	return COFFER_OK;
-err:
-	return fail(w, rc);
 }
 
 int cf_archive_file_reserve(cf_archive_writer *w, void **p, size_t *room)
 {
 	*p = NULL;
 	*room = 0;
-	if (w->rc)
-		return failed(w);
-	if (!w->in_file)
-		return CF_ERROR(COFFER_E_INVALID_ARGUMENT, NULL, "backup set data written outside a file");
+	CF_RET(writable(w));
 	int rc;
 	if (w->blk == NULL) {
 		if (w->cur.blocks >= UINT32_MAX)
