@@ -416,12 +416,14 @@ int ar_manifest_decode(const uint8_t *b, size_t len, const char *where, uint64_t
 {
 	const char *why = NULL;
 	memset(m, 0, sizeof *m);
+/* The message first: its arguments may point into the entries freed after. */
 #define BAD(fmt, ...)                                                                         \
 	do {                                                                                  \
+		int bad_rc_ = CF_ERROR(COFFER_E_ARCHIVE_CORRUPT, CF_OBJ(.file = where, CF_OFF(off)), \
+				       "the manifest of backup set \"%s\" (at offset %llu) is damaged: " fmt, \
+				       where, (unsigned long long)off, __VA_ARGS__);          \
 		ar_manifest_free(m);                                                          \
-		return CF_ERROR(COFFER_E_ARCHIVE_CORRUPT, CF_OBJ(.file = where, CF_OFF(off)), \
-				"the manifest of backup set \"%s\" (at offset %llu) is damaged: " fmt, \
-				where, (unsigned long long)off, __VA_ARGS__);                 \
+		return bad_rc_;                                                               \
 	} while (0)
 	if (len < AR_MF_FIXED)
 		BAD("%s", "it is too short");
