@@ -552,7 +552,12 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 			uint32_t gen;
 			CF_GO(rc, cf_bkp_file_decode(buf, len, name, sizeof name, &fsize));
 			CF_GO(rc, cf_archive_name_check(name, strlen(name), conn.s.peer, &gen));
-			if (gen && (!rolled || gen != expect_gen)) {
+			if (gen && !rolled) {
+				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer, CF_GEN(gen)),
+					      "the server sent log generation %u before it rolled the log", gen);
+				goto err;
+			}
+			if (gen && gen != expect_gen) {
 				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer, CF_GEN(gen)),
 					      "the server sent log generation %u, expected %u", gen, expect_gen);
 				goto err;

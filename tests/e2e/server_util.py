@@ -342,3 +342,110 @@ class DropEndProxy(threading.Thread):
         t.join(30)
         c.close()
         s.close()
+
+
+# ---------------------------------------------------------------- a fake cofferd
+
+_XXH = []
+
+
+def xxh3_64(b):
+    """XXH3-64 (seed 0) from Debian's libxxhash, the library coffer links."""
+    if not _XXH:
+        import ctypes
+        import ctypes.util
+        lib = ctypes.CDLL(ctypes.util.find_library("xxhash") or "libxxhash.so.0")
+        lib.XXH3_64bits.restype = ctypes.c_uint64
+        lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        _XXH.append(lib.XXH3_64bits)
+    return _XXH[0](b, len(b))
+
+
+BKF = dict(INFO=1, FILE=2, DATA=3, FILE_END=4, ERROR=5, ROLLED=6, CONFIRM=7, END=8, ABORT=9,
+           FILE_FD=10, FD_OK=11, FD_FAIL=12, ZEROS=13)
+
+
+class FakeBackupServer(threading.Thread):
+    """A stand-in for cofferd on a Unix socket, for one connection: it reads
+    the client's COFFER.BACKUP request (kept in .request), answers REPLY
+    (a RESP line), then calls SCRIPT(self), which speaks frames through
+    send()/frame()/recv_frame(). Whatever the script does, the connection is
+    closed at its end. .frames_in: the types of the frames the client sent."""
+
+    def __init__(self, path, script, reply=b"+COFFER-BACKUP 1 ZEROS\r\n"):
+        super().__init__(daemon=True)
+        self.path, self.script, self.reply = path, script, reply
+        self.request, self.frames_in, self.error = b"", [], None
+        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.lsock.bind(path)
+        self.lsock.listen(1)
+        self.lsock.settimeout(60 * SLOW)
+        self.conn = None
+
+    @staticmethod
+    def frame(ftype, payload=b"", magic=b"CBK1", length=None, sum_delta=0):
+        """One frame as cofferd writes it; LENGTH/MAGIC/SUM_DELTA falsify it."""
+        h = bytearray(24)
+        h[0:4] = magic
+        h[4:6] = ftype.to_bytes(2, "little")
+        h[8:12] = (len(payload) if length is None else length).to_bytes(4, "little")
+        s = (xxh3_64(bytes(h) + payload) + sum_delta) % (1 << 64)
+        h[16:24] = s.to_bytes(8, "little")
+        return bytes(h) + payload
+
+    def send(self, *frames, fds=None):
+        data = b"".join(frames)
+        if fds:
+            socket.send_fds(self.conn, [data], fds)
+        else:
+            self.conn.sendall(data)
+
+    def recv_frame(self):
+        """The client's next frame: (type, payload), or None at its end."""
+        def exact(n):
+            b = b""
+            while len(b) < n:
+                c = self.conn.recv(n - len(b))
+                if not c:
+                    return None
+                b += c
+            return b
+        h = exact(24)
+        if h is None:
+            return None
+        n = int.from_bytes(h[8:12], "little")
+        p = exact(n) if n else b""
+        t = int.from_bytes(h[4:6], "little")
+        self.frames_in.append(t)
+        return t, p
+
+    def _read_request(self):
+        """The RESP array the client sends, whole."""
+        buf = b""
+        while True:
+            lines = buf.split(b"\r\n")
+            if lines and lines[0].startswith(b"*") and lines[0][1:].isdigit():
+                if len(lines) - 1 >= 1 + 2 * int(lines[0][1:]):
+                    return buf
+            c = self.conn.recv(4096)
+            if not c:
+                return buf
+            buf += c
+
+    def run(self):
+        try:
+            self.conn, _ = self.lsock.accept()
+        except OSError as e:
+            self.error = e
+            return
+        finally:
+            self.lsock.close()
+        self.conn.settimeout(30 * SLOW)
+        try:
+            self.request = self._read_request()
+            self.conn.sendall(self.reply)
+            self.script(self)
+        except OSError as e:  # the client went away: what the cases expect
+            self.error = e
+        finally:
+            self.conn.close()

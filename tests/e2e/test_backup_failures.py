@@ -33,7 +33,7 @@ import time
 
 import pytest
 
-from server_util import SLOW, DropEndProxy, Resp, RespError, Server, deadline, short_dir
+from server_util import SLOW, DropEndProxy, FakeBackupServer, Resp, RespError, Server, deadline, short_dir
 
 ROOT = os.geteuid() == 0
 UID = os.geteuid()
@@ -426,49 +426,20 @@ def after_version_server(c, out):
     c.vars["conn"].close()
 
 
-def fake_server(path, answer, seen):
-    """A one-connection stand-in for a cofferd of another version: reads the
-    backup request and answers ANSWER."""
-    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    ls.bind(path)
-    ls.listen(1)
-    ls.settimeout(60 * SLOW)
-
-    def serve():
-        try:
-            conn, _ = ls.accept()
-        except OSError:
-            ls.close()
-            return
-        conn.settimeout(30 * SLOW)
-        buf = b""
-        try:
-            while b"COFFER.BACKUP" not in buf or not buf.endswith(b"\r\n"):
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                buf += chunk
-            seen.append(buf)
-            conn.sendall(answer)
-            while conn.recv(4096):
-                pass
-        except OSError:
-            pass
-        finally:
-            conn.close()
-            ls.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    return t
-
-
 def run_version_client(c):
+    """A stand-in for a cofferd of another version: it answers the backup
+    request with version 2, then reads until the client hangs up."""
     c.vars["sock"] = os.path.join(c.work, "newer.sock")
-    seen = []
-    c.threads.append(fake_server(c.vars["sock"], b"+COFFER-BACKUP 2\r\n", seen))
+
+    def drain(f):
+        while f.conn.recv(4096):
+            pass
+    fake = FakeBackupServer(c.vars["sock"], drain, reply=b"+COFFER-BACKUP 2\r\n")
+    fake.start()
+    c.threads.append(fake)
     rc, _, err, pid = c.run("backup", "-o", os.path.join(c.work, "x.cbk"), server="unix:" + c.vars["sock"])
-    assert seen and b"COFFER.BACKUP" in seen[0], seen
+    fake.join(30 * SLOW)
+    assert b"COFFER.BACKUP" in fake.request, fake.request
     return {"rc": rc, "stderr": err, "pid": pid}
 
 

@@ -119,6 +119,22 @@ static void test_print_format(void **state)
 	free(buf);
 }
 
+static void test_control_characters_are_defanged(void **state)
+{
+	(void)state;
+	/* As a hostile peer's ERROR frame or a planted file name would bring
+	 * them: an OSC retitle, a screen clear, a forged line, a C1 CSI (UTF-8). */
+	CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.file = "/d/\x1b[2Jx", .peer = "p\x07q"),
+		 "bad \x1b]0;owned\x07 thing\ncoffer: error: forged \xc2\x9b" "2J caf\xc3\xa9 \x7f");
+	const coffer_error *e = coffer_error_last();
+	assert_string_equal(e->message, "bad ?]0;owned? thing?coffer: error: forged ??2J caf\xc3\xa9 ?");
+	assert_string_equal(e->file, "/d/?[2Jx");
+	assert_string_equal(e->peer, "p?q");
+	cf_error_prefix("while reading \"%s\"", "a\tb");
+	assert_string_equal(e->message,
+			    "while reading \"a?b\": bad ?]0;owned? thing?coffer: error: forged ??2J caf\xc3\xa9 ?");
+}
+
 static void *thread_body(void *arg)
 {
 	(void)arg;
@@ -151,6 +167,7 @@ int main(void)
 		cmocka_unit_test(test_detail_record),
 		cmocka_unit_test(test_sys_error),
 		cmocka_unit_test(test_print_format),
+		cmocka_unit_test(test_control_characters_are_defanged),
 		cmocka_unit_test(test_per_thread),
 	};
 	return cmocka_run_group_tests_name("error", tests, NULL, NULL);
