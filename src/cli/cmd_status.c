@@ -42,6 +42,7 @@ static void kvs_parse(struct kvs *k, char *text)
 		char *colon = strchr(line, ':');
 		if (colon) {
 			*colon = '\0';
+			cf_defang(colon + 1); /* the server's text goes to a terminal */
 			k->key[k->n] = line;
 			k->val[k->n] = colon + 1;
 			k->n++;

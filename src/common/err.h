@@ -48,6 +48,11 @@ int cf_error_vset(const char *func, int line, int code, const cf_obj *obj,
 int cf_error_sys_at(const char *func, int line, const char *op, const char *path, int64_t offset);
 #define cf_error_sys(op, path, offset) cf_error_sys_at(__func__, __LINE__, (op), (path), (offset))
 
+/* Replace control characters (C0, DEL, C1 in UTF-8) in S with '?', in
+ * place: for text another party chose, before it reaches a terminal. Every
+ * error record gets it when filled. */
+void cf_defang(char *s);
+
 /* Add context in front of the current message: "while X: <old message>". */
 void cf_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -164,7 +164,7 @@ static void copy_str(char *dst, size_t cap, const char *src)
  * come from a peer (an ERROR frame, a RESP error line, a name in a set):
  * control characters - C0, DEL and C1 in their UTF-8 form - become '?',
  * so that no peer can move a cursor, retitle a window or forge a line. */
-static void defang(char *s)
+void cf_defang(char *s)
 {
 	for (unsigned char *p = (unsigned char *)s; *p; p++) {
 		if (*p < 0x20 || *p == 0x7f)
@@ -200,9 +200,9 @@ int cf_error_vset(const char *func, int line, int code, const cf_obj *obj,
 		if (obj->has_offset)
 			e->offset = obj->offset;
 	}
-	defang(e->message);
-	defang(e->file);
-	defang(e->peer);
+	cf_defang(e->message);
+	cf_defang(e->file);
+	cf_defang(e->peer);
 	return code;
 }
 
@@ -244,7 +244,7 @@ void cf_error_prefix(const char *fmt, ...)
 	char joined[sizeof pre + sizeof tls_error.message + 2];
 	snprintf(joined, sizeof joined, "%s: %s", pre, tls_error.message);
 	copy_str(tls_error.message, sizeof tls_error.message, joined);
-	defang(tls_error.message);
+	cf_defang(tls_error.message);
 }
 
 size_t coffer_error_object(const coffer_error *e, char *buf, size_t len)

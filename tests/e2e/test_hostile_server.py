@@ -270,3 +270,21 @@ def test_a_lying_server_gets_a_named_error_and_leaves_nothing(coffer_bin, place,
     # No set, no temporary: the output directory is as it was.
     assert not os.path.lexists(out), ctx
     assert os.listdir(out_dir) == [], "left behind: %s; %s" % (os.listdir(out_dir), ctx)
+
+
+def test_status_from_a_lying_server_shows_no_control_characters(coffer_bin, place):
+    """`coffer status` prints what the server says; a server's escapes must
+    not reach the operator's terminal (`--raw` is the explicit way to get
+    the bytes as sent)."""
+    text = (b"process_id:4242\r\ncoffer_version:9.9\r\ndata_dir:/srv/" + ESC + b"data\r\n"
+            b"listen:unix:/x\x1b[1A\x1b[2Kforged\r\nuptime_in_seconds:5\r\n")
+    sock = os.path.join(place, "fake.sock")
+    fake = FakeBackupServer(sock, lambda f: None, reply=b"$%d\r\n%s\r\n" % (len(text), text))
+    fake.start()
+    p = subprocess.run([coffer_bin, "--server", "unix:" + sock, "status"], capture_output=True, timeout=60 * SLOW)
+    fake.join(30 * SLOW)
+    assert b"COFFER.STATUS" in fake.request, fake.request
+    assert p.returncode == 0, p.stderr
+    assert b"pid 4242" in p.stdout, p.stdout
+    assert b"/srv/?]0;owned??[2J?[31mdata" in p.stdout, p.stdout
+    assert not re.search(rb"[\x00-\x08\x0b-\x1f\x7f]", p.stdout), "control bytes on stdout: %r" % p.stdout
