@@ -275,14 +275,16 @@ int srv_backup_session(coffer_env *env, coffer_evlog *ev, struct cf_stream *s,
 	CF_GO(rc, run_data(&d, 1));
 
 	/* The client writes its manifest and fsyncs before confirming. */
-	uint16_t t;
+	uint16_t t = 0;
 	uint32_t len;
 	int saved_timeout = s->timeout_ms;
 	s->timeout_ms = 600 * 1000;
 	rc = cf_bkp_recv(s, &t, buf, &len);
 	s->timeout_ms = saved_timeout;
 	if (rc) {
-		sent_error = 1; /* the client sent the error, or is gone */
+		/* The client's own ERROR is not echoed back; a frame it broke
+		 * (checksum, magic, length, type) is answered like any error. */
+		sent_error = t == BKF_ERROR;
 		goto err;
 	}
 	if (t == BKF_ABORT) {

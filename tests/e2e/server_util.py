@@ -213,6 +213,22 @@ class RespError(str):
     pass
 
 
+def read_frame(c):
+    """One backup frame from a Resp connection, after its RESP replies:
+    (type, payload)."""
+    def exact(n):
+        while len(c.buf) < n:
+            chunk = c.s.recv(1 << 20)
+            if not chunk:
+                raise EOFError("the server closed the backup connection")
+            c.buf += chunk
+        data, c.buf = c.buf[:n], c.buf[n:]
+        return data
+    hdr = exact(24)
+    assert hdr[:4] == b"CBK1", hdr
+    return int.from_bytes(hdr[4:6], "little"), exact(int.from_bytes(hdr[8:12], "little"))
+
+
 def encode(*args):
     out = [b"*%d\r\n" % len(args)]
     for a in args:

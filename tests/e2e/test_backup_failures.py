@@ -33,7 +33,8 @@ import time
 
 import pytest
 
-from server_util import SLOW, DropEndProxy, FakeBackupServer, Resp, RespError, Server, deadline, short_dir
+from server_util import (SLOW, DropEndProxy, FakeBackupServer, Resp, RespError, Server, deadline, read_frame,
+                         short_dir)
 
 ROOT = os.geteuid() == 0
 UID = os.geteuid()
@@ -291,29 +292,6 @@ def check_reply(case, reply, v):
 
 
 # ---------------------------------------------------------------- raw backup protocol
-
-HDR = 24
-
-
-def read_exact(c, n):
-    """N bytes from a Resp connection (after its RESP replies)."""
-    while len(c.buf) < n:
-        chunk = c.s.recv(1 << 20)
-        if not chunk:
-            raise EOFError("the server closed the backup connection")
-        c.buf += chunk
-    data, c.buf = c.buf[:n], c.buf[n:]
-    return data
-
-
-def read_frame(c):
-    """One backup frame from a Resp connection: (type, payload)."""
-    hdr = read_exact(c, HDR)
-    assert hdr[:4] == b"CBK1", hdr
-    ftype = int.from_bytes(hdr[4:6], "little")
-    length = int.from_bytes(hdr[8:12], "little")
-    return ftype, read_exact(c, length)
-
 
 def raw_backup(ctx, kind="full", version="1"):
     c = Resp(ctx.sock)
