@@ -2,13 +2,15 @@
  * cmd_explain.c - coffer explain CODE|NAME|EVENT-ID | --list
  *
  * Prints the catalog entry of an error code (by number or name) or of an
- * event (by id, 1000 and up, or name), like 'net helpmsg' did for Windows.
+ * event (by id, 1000 and up, or name), like 'net helpmsg' did for Windows;
+ * also c7ff000d, the Exchange code of KB Q245664.
  */
 #include <ctype.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <coffer/event.h>
 
@@ -78,6 +80,10 @@ int cmd_explain(struct cli *cli, int argc, char **argv)
 	if (argc - optind != 1)
 		return cli_usage_error("explain", "give one CODE, NAME or EVENT-ID (or --list)");
 	const char *what = argv[optind];
+	/* The code of KB Q245664, as an Exchange operator would type it. */
+	if (strcasecmp(what, "c7ff000d") == 0 || strcasecmp(what, "0xc7ff000d") == 0 ||
+	    strcasecmp(what, "hrCommunicationError") == 0)
+		what = "COFFER_E_COMMUNICATION";
 
 	if (isdigit((unsigned char)what[0])) {
 		char *end;

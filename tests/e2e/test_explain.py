@@ -22,6 +22,17 @@ def test_explain_by_number_name_and_short_name(run):
         assert "remedy:" in r.out and "restore" in r.out
 
 
+def test_explain_the_exchange_code_of_the_article(run):
+    """An operator who met c7ff000d on Exchange (KB Q245664) gets the entry
+    that says what Coffer does instead, not 'not found'."""
+    for arg in ("c7ff000d", "0xC7FF000D", "hrCommunicationError"):
+        r = run("explain", arg)
+        assert r.rc == 0, r
+        assert r.out.startswith("156 COFFER_E_COMMUNICATION\n"), r
+        assert "c7ff000d" in r.out and "never ends a backup with it" in r.out, r
+        assert "COFFER_E_CONNECTION_LOST" in r.out and "event 1204" in r.out, r
+
+
 def test_explain_event_id(run):
     r = run("explain", "1202")
     assert r.rc == 0, r
