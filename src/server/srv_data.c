@@ -544,33 +544,17 @@ CMD_FN(cmd_mset)
 	r_ok(r);
 }
 
-CMD_FN(cmd_del)
+/* DEL and EXISTS: OP on each key of a valid length (others count as
+ * absent), the number of keys it said yes to. */
+static void count_keys(struct exec *e, struct cmd *cmd, struct reply *r,
+		       int (*op)(struct exec *, const struct sarg *, int *))
 {
-	(void)c;
-	long long n = 0;
-	for (int i = 1; i < cmd->argc; i++) {
-		if (cmd->argv[i].len == 0 || cmd->argv[i].len > COFFER_MAX_KEY)
-			continue;
-		int deleted;
-		int rc = key_delete(e, &cmd->argv[i], &deleted);
-		if (rc) {
-			exec_engine_error(e, r, rc);
-			return;
-		}
-		n += deleted;
-	}
-	r_int(r, n);
-}
-
-CMD_FN(cmd_exists)
-{
-	(void)c;
 	long long n = 0;
 	for (int i = 1; i < cmd->argc; i++) {
 		if (cmd->argv[i].len == 0 || cmd->argv[i].len > COFFER_MAX_KEY)
 			continue;
 		int yes;
-		int rc = kv_exists(e, &cmd->argv[i], &yes);
+		int rc = op(e, &cmd->argv[i], &yes);
 		if (rc) {
 			exec_engine_error(e, r, rc);
 			return;
@@ -578,6 +562,18 @@ CMD_FN(cmd_exists)
 		n += yes;
 	}
 	r_int(r, n);
+}
+
+CMD_FN(cmd_del)
+{
+	(void)c;
+	count_keys(e, cmd, r, key_delete);
+}
+
+CMD_FN(cmd_exists)
+{
+	(void)c;
+	count_keys(e, cmd, r, kv_exists);
 }
 
 static void incr_by(struct exec *e, struct cmd *cmd, struct reply *r, long long by)
@@ -898,6 +894,25 @@ static size_t glob_prefix(const char *pat, size_t plen, char *out, size_t cap)
 	return n;
 }
 
+/* The end of a reply built apart in TMP (KEYS, HGETALL): an engine error
+ * RC, or a reply over the output buffer limit, is answered instead and TMP
+ * freed; 1: TMP may follow. SCAN_CMD: what the client should use instead. */
+static int tmp_reply_fits(struct exec *e, struct reply *r, struct reply *tmp, int rc, const char *scan_cmd)
+{
+	if (rc == COFFER_OK && tmp->rb.bytes <= e->s->cfg->lim.max_output)
+		return 1;
+	rb_free(&tmp->rb);
+	if (rc) {
+		exec_engine_error(e, r, rc);
+		return 0;
+	}
+	r_error(r, NULL, COFFER_E_LIMIT,
+		"the reply exceeds the output buffer limit of %zu bytes; use %s; closing the connection",
+		e->s->cfg->lim.max_output, scan_cmd);
+	e->close = 1;
+	return 0;
+}
+
 CMD_FN(cmd_keys)
 {
 	(void)c;
@@ -942,19 +957,8 @@ CMD_FN(cmd_keys)
 		rc = coffer_cursor_next(cur);
 	}
 	coffer_cursor_close(cur);
-	if (rc && !is_missing(rc)) {
-		rb_free(&tmp.rb);
-		exec_engine_error(e, r, rc);
+	if (!tmp_reply_fits(e, r, &tmp, rc && !is_missing(rc) ? rc : COFFER_OK, "SCAN"))
 		return;
-	}
-	if (tmp.rb.bytes > e->s->cfg->lim.max_output) {
-		rb_free(&tmp.rb);
-		r_error(r, NULL, COFFER_E_LIMIT,
-			"the reply exceeds the output buffer limit of %zu bytes; use SCAN; closing the connection",
-			e->s->cfg->lim.max_output);
-		e->close = 1;
-		return;
-	}
 	r_array(r, n);
 	rb_splice(&r->rb, &tmp.rb);
 }
@@ -1481,19 +1485,8 @@ static void hall(struct exec *e, struct cmd *cmd, struct reply *r, int fields, i
 		rc = hiter_next(&it);
 	}
 	hiter_close(&it);
-	if (rc && rc != COFFER_E_NOT_FOUND) {
-		rb_free(&tmp.rb);
-		exec_engine_error(e, r, rc);
+	if (!tmp_reply_fits(e, r, &tmp, rc != COFFER_E_NOT_FOUND ? rc : COFFER_OK, "HSCAN"))
 		return;
-	}
-	if (tmp.rb.bytes > e->s->cfg->lim.max_output) {
-		rb_free(&tmp.rb);
-		r_error(r, NULL, COFFER_E_LIMIT,
-			"the reply exceeds the output buffer limit of %zu bytes; use HSCAN; closing the connection",
-			e->s->cfg->lim.max_output);
-		e->close = 1;
-		return;
-	}
 	if (fields && values)
 		r_map(r, n);
 	else

@@ -191,6 +191,18 @@ def test_output_buffer_limit(mk):
     assert c.closed()
     with pytest.raises(redis.ResponseError, match="COFFER_E_LIMIT"):
         r.append("a", b"y" * (200 << 10))
+    # Replies built apart (HGETALL, KEYS) name the incremental command.
+    r.hset("h", mapping={"f%d" % i: b"x" * (500 << 10) for i in range(3)})
+    c = Resp(s.sock)
+    e = c.cmd("HGETALL", "h")
+    assert isinstance(e, RespError) and "COFFER_E_LIMIT" in e and "use HSCAN" in e, e
+    assert c.closed()
+    r.mset({"k%05d" % i + "y" * 300: 1 for i in range(4000)})
+    c = Resp(s.sock)
+    e = c.cmd("KEYS", "*")
+    assert isinstance(e, RespError) and "COFFER_E_LIMIT" in e and "use SCAN" in e, e
+    assert c.closed()
+    assert len(r.keys("k0001*")) == 10  # within the limit: answered
     # Bulk limit as configured.
     c = Resp(s.sock)
     c.send(b"*3\r\n$3\r\nSET\r\n$1\r\nq\r\n$700000\r\n")
