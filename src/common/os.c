@@ -39,55 +39,36 @@ static int os_openat(int dirfd, const char *path, int flags, mode_t mode)
 	return openat(dirfd, path, flags, mode);
 }
 
-const struct cf_os_table cf_os_real = {
-	.open = os_open,
-	.close = close,
-	.read = read,
-	.write = write,
-	.pread = pread,
-	.pwrite = pwrite,
-	.fsync = fsync,
-	.fdatasync = fdatasync,
-	.ftruncate = ftruncate,
-	.fallocate = fallocate,
-	.rename = rename,
-	.unlink = unlink,
-	.mkdir = mkdir,
-	.rmdir = rmdir,
-	.fstat = fstat,
-	.stat = stat,
-	.flock = flock,
-	.lstat = lstat,
-	.openat = os_openat,
-	.fstatat = fstatat,
-	.unlinkat = unlinkat,
-	.renameat2 = renameat2,
-};
+/* The real calls: cf_os starts as them, cf_os_real keeps them for tests. */
+#define OS_REAL \
+{ \
+	.open = os_open, \
+	.close = close, \
+	.read = read, \
+	.write = write, \
+	.pread = pread, \
+	.pwrite = pwrite, \
+	.fsync = fsync, \
+	.fdatasync = fdatasync, \
+	.ftruncate = ftruncate, \
+	.fallocate = fallocate, \
+	.rename = rename, \
+	.unlink = unlink, \
+	.mkdir = mkdir, \
+	.rmdir = rmdir, \
+	.fstat = fstat, \
+	.stat = stat, \
+	.flock = flock, \
+	.lstat = lstat, \
+	.openat = os_openat, \
+	.fstatat = fstatat, \
+	.unlinkat = unlinkat, \
+	.renameat2 = renameat2, \
+}
 
-struct cf_os_table cf_os = {
-	.open = os_open,
-	.close = close,
-	.read = read,
-	.write = write,
-	.pread = pread,
-	.pwrite = pwrite,
-	.fsync = fsync,
-	.fdatasync = fdatasync,
-	.ftruncate = ftruncate,
-	.fallocate = fallocate,
-	.rename = rename,
-	.unlink = unlink,
-	.mkdir = mkdir,
-	.rmdir = rmdir,
-	.fstat = fstat,
-	.stat = stat,
-	.flock = flock,
-	.lstat = lstat,
-	.openat = os_openat,
-	.fstatat = fstatat,
-	.unlinkat = unlinkat,
-	.renameat2 = renameat2,
-};
+const struct cf_os_table cf_os_real = OS_REAL;
+
+struct cf_os_table cf_os = OS_REAL;
 
 #ifdef COFFER_TESTING
 int (*cf_os_fault_hook)(const char *op, int fd, const char *path);
