@@ -14,7 +14,8 @@ What it runs (against the programs of --build) and what it reports:
   fuzzing           the last results of the fuzz build (FUZZ_BUILD/fuzz/
                     results.txt, written by make fuzz / tests/run_all.py);
                     'not run' when there are none - this tool does not fuzz
-  end to end        tests/e2e/test_hardening.py and test_crashloop.py, which
+  end to end        tests/e2e/test_hardening.py, test_crashloop.py,
+                    test_hostile_server.py and test_hostile_backup_client.py, which
                     append one JSON line per case to COFFER_RELIABILITY_OUT:
                     disk-full scenarios, corruptions tried and detected,
                     hostile inputs refused, crash-loop rounds survived,
@@ -82,7 +83,7 @@ def fuzz_results(fdir):
 
 
 def e2e(bdir, env, rounds):
-    """pytest on the two hardening files: (records, junit cases)."""
+    """pytest on the hardening files: (records, junit cases)."""
     with tempfile.TemporaryDirectory() as tmp:
         rec = os.path.join(tmp, "measurements.jsonl")
         xml = os.path.join(tmp, "junit.xml")
@@ -91,7 +92,8 @@ def e2e(bdir, env, rounds):
             e["COFFER_CRASHLOOP_ROUNDS"] = str(rounds)
         rc, text, secs = sh(["/usr/bin/python3", "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
                              "--junitxml=" + xml, "tests/e2e/test_hardening.py",
-                             "tests/e2e/test_crashloop.py"], env=e, timeout=3600)
+                             "tests/e2e/test_crashloop.py", "tests/e2e/test_hostile_server.py",
+                             "tests/e2e/test_hostile_backup_client.py"], env=e, timeout=3600)
         records = []
         if os.path.exists(rec):
             with open(rec) as f:
@@ -138,7 +140,8 @@ def write_report(path, a, faults, fuzz, fuzz_path, records, cases, secs, commit)
     L.append("python3 tools/reliability.py --build %s" % a.build)
     L.append("```")
     L.append("")
-    L.append("The end-to-end cases are `tests/e2e/test_hardening.py` and `tests/e2e/test_crashloop.py`;")
+    L.append("The end-to-end cases are `tests/e2e/test_hardening.py`, `test_crashloop.py`, "
+             "`test_hostile_server.py` and `test_hostile_backup_client.py`;")
     L.append("the fault programs are `tests/fault/`. Cases marked as known defects are `xfail(strict=True)`")
     L.append("tests: they pass once the defect is fixed and then fail until the mark is removed.")
     L.append("")
@@ -160,7 +163,8 @@ def write_report(path, a, faults, fuzz, fuzz_path, records, cases, secs, commit)
     L.append("| corruptions of store files and backup sets | %d | %d detected and named, %d used silently "
              "(known defects) |" % (len(corr), len(det), len(silent)))
     ref = [r for r in hostile if r.get("refused")]
-    L.append("| hostile inputs (set names and sizes, symlinks, modes, secrets, slow clients) | %d | %d "
+    L.append("| hostile inputs (set names and sizes, symlinks, modes, secrets, slow clients, "
+             "lying servers and backup clients) | %d | %d "
              "refused or bounded, %d not (known defects) |" % (len(hostile), len(ref), len(hostile) - len(ref)))
     for r in loops:
         L.append("| crash loop: SIGKILL during writes and backups (seed %s) | %s rounds | %s survived; "

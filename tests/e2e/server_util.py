@@ -17,6 +17,16 @@ BUILD = os.environ.get("COFFER_BUILD_DIR", "")
 SLOW = 4.0 if "asan" in os.path.basename(BUILD.rstrip("/")) else 1.0
 
 
+def reliability(kind, **fields):
+    """One measurement for tools/reliability.py, when it asked for them
+    (COFFER_RELIABILITY_OUT names the file; one JSON line each)."""
+    path = os.environ.get("COFFER_RELIABILITY_OUT")
+    if path:
+        import json
+        with open(path, "a") as f:
+            f.write(json.dumps(dict(kind=kind, **fields)) + "\n")
+
+
 def deadline(seconds):
     return time.monotonic() + seconds * SLOW
 

@@ -160,13 +160,6 @@ def verify_all(r, acks, seed, what):
     return len(keys)
 
 
-def reliability(**fields):
-    path = os.environ.get("COFFER_RELIABILITY_OUT")
-    if path:
-        with open(path, "a") as f:
-            f.write(json.dumps(dict(kind="crashloop", **fields)) + "\n")
-
-
 def set_ids(coffer_bin, path):
     """(set id, parent id) from coffer list."""
     p = subprocess.run([coffer_bin, "list", path], capture_output=True, text=True, timeout=120 * SLOW)
@@ -301,13 +294,13 @@ def test_kill9_during_writes_and_backups(cofferd_bin, coffer_bin):
             shutil.rmtree(target, ignore_errors=True)
             restored += 1
         kept = [s for s in ok if s["kept"]]
-        reliability(rounds=ROUNDS, survived=survived, acked=checked, lost=0,
+        su.reliability("crashloop", rounds=ROUNDS, survived=survived, acked=checked, lost=0,
                     backups_ok=len(ok) - len(kept), backups_failed=state["failed"],
                     backups_kept=len(kept), kept_recorded=sum(1 for s in kept if s["recorded"] is True),
                     kept_not_recorded=sum(1 for s in kept if s["recorded"] is False),
                     chains=len(chains), chain_breaks=0, restores_checked=restored, seed=seed)
     except AssertionError:
-        reliability(rounds=ROUNDS, survived=survived, acked=checked, lost=None, failed=True, seed=seed)
+        su.reliability("crashloop", rounds=ROUNDS, survived=survived, acked=checked, lost=None, failed=True, seed=seed)
         raise
     finally:
         server.close()

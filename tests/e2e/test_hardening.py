@@ -27,7 +27,6 @@ saw to FILE (JSON lines) for tools/reliability.py.
 """
 import ctypes
 import errno
-import json
 import os
 import re
 import shutil
@@ -42,7 +41,7 @@ import redis
 
 import server_util as su
 from conftest import BUILD
-from server_util import SLOW, Resp, RespError, encode
+from server_util import SLOW, Resp, RespError, encode, reliability
 
 # ---------------------------------------------------------------- helpers
 
@@ -52,14 +51,6 @@ CODES = {"FATAL": 8, "DISK_FULL": 21, "PERMISSION": 22, "DIR_NOT_EMPTY": 25, "PA
          "HEADER_CORRUPT": 43, "LOG_CHECKSUM": 80, "LOG_CORRUPT": 84, "CHECKPOINT_CORRUPT": 85,
          "LOG_FULL": 87, "LIMIT": 104, "ARCHIVE_CORRUPT": 190, "ARCHIVE_TRUNCATED": 191,
          "UNSAFE_PATH": 193, "DIGEST_MISMATCH": 194}
-
-
-def reliability(kind, **fields):
-    """One measurement for tools/reliability.py (when it asked for them)."""
-    path = os.environ.get("COFFER_RELIABILITY_OUT")
-    if path:
-        with open(path, "a") as f:
-            f.write(json.dumps(dict(kind=kind, **fields)) + "\n")
 
 
 class Result:

@@ -114,6 +114,8 @@ def test_a_lying_confirmation_records_nothing_and_deletes_nothing(mk, coffer_bin
                        capture_output=True, text=True, timeout=120 * su.SLOW)
     assert p.returncode == 0, p.stderr
     assert status(coffer_bin, s.sock)["last_full_id"] not in ("none", old["last_full_id"])
+    su.reliability("hostile", input="lying backup client: %s" % name.replace("_", " "), refused=True,
+                   nothing_written=True)
 
 
 def test_a_confirmation_beyond_the_backup_deletes_only_its_generations(mk, coffer_bin):
@@ -139,3 +141,5 @@ def test_a_confirmation_beyond_the_backup_deletes_only_its_generations(mk, coffe
     assert r.cmd("GET", "k0399") == b"v0399" * 20
     assert r.cmd("GET", "after") == b"yes"
     r.close()
+    su.reliability("hostile", input="lying backup client: CONFIRM of generation 0xFFFFFFFF", refused=True,
+                   nothing_written=True, bounded_by="the truncation stops at the backup's own generations")

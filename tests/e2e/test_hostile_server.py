@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from server_util import BKF, SLOW, FakeBackupServer, short_dir
+from server_util import BKF, SLOW, FakeBackupServer, reliability, short_dir
 
 PAGE = 8192
 LOG1 = "log/0000000001.log"
@@ -270,6 +270,8 @@ def test_a_lying_server_gets_a_named_error_and_leaves_nothing(coffer_bin, place,
     # No set, no temporary: the output directory is as it was.
     assert not os.path.lexists(out), ctx
     assert os.listdir(out_dir) == [], "left behind: %s; %s" % (os.listdir(out_dir), ctx)
+    reliability("hostile", input="lying server, coffer backup: %s" % name.replace("_", " "), refused=True,
+                nothing_written=True)
 
 
 def test_status_from_a_lying_server_shows_no_control_characters(coffer_bin, place):
@@ -288,3 +290,5 @@ def test_status_from_a_lying_server_shows_no_control_characters(coffer_bin, plac
     assert b"pid 4242" in p.stdout, p.stdout
     assert b"/srv/?]0;owned??[2J?[31mdata" in p.stdout, p.stdout
     assert not re.search(rb"[\x00-\x08\x0b-\x1f\x7f]", p.stdout), "control bytes on stdout: %r" % p.stdout
+    reliability("hostile", input="lying server, coffer status: terminal escapes in its values", refused=True,
+                nothing_written=True)
