@@ -34,6 +34,7 @@
 
 #include "backup/archive.h"
 #include "backup/proto.h"
+#include "backup/take.h"
 #include "cli/cli.h"
 #include "cli/conn.h"
 #include "common/err.h"
@@ -134,93 +135,14 @@ static void client_event(int id, const char *set, const char *type)
 	coffer_evlog_close(ev);
 }
 
-/* N more bytes (DATA or ZEROS) after GOT must stay within the file's
- * announced SIZE. */
-static int within_file(const struct cf_stream *s, uint64_t got, uint32_t n, uint64_t size)
+/* The progress line follows the stream (cf_take's tick). */
+static void take_tick(struct cf_take *t)
 {
-	if (got + n <= size)
-		return COFFER_OK;
-	return CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
-			"the server sent more data than the file's announced %llu bytes", (unsigned long long)size);
-}
-
-/* N zero bytes into the file being written (a ZEROS frame), straight into
- * the set's block buffers. */
-static int put_zeros(cf_archive_writer *w, uint32_t n)
-{
-	while (n) {
-		void *dst;
-		size_t room;
-		CF_RET(cf_archive_file_reserve(w, &dst, &room));
-		size_t k = n < room ? n : room;
-		memset(dst, 0, k);
-		CF_RET(cf_archive_file_commit(w, k));
-		n -= (uint32_t)k;
-	}
-	return COFFER_OK;
-}
-
-/* A log generation offered through the fast path: check the descriptor,
- * copy the file from it into the set, and tell the server (FD_OK), or
- * tell it why not (FD_FAIL) so that it sends the file over the stream. */
-static int take_fd_file(struct cf_stream *s, cf_archive_writer *w, const uint8_t *p, uint32_t len,
-			int fd, uint32_t *gen, int *used, struct progress *pg)
-{
-	char name[64], why[200] = "";
-	uint64_t size;
-	int rc = cf_bkp_file_decode(p, len, name, sizeof name, &size);
-	if (rc == COFFER_OK)
-		rc = cf_archive_name_check(name, strlen(name), s->peer, gen);
-	if (rc || *gen == 0) {
-		if (fd >= 0)
-			close(fd);
-		return rc ? rc : CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer), "FILE_FD for %s", name);
-	}
-	struct stat st;
-	int inj = CF_INJECT("backup.fastpath.client");
-	if (fd < 0)
-		snprintf(why, sizeof why, "no file descriptor arrived with the offer of %s", name);
-	else if (inj)
-		snprintf(why, sizeof why, "injected failure (%s) taking %s", strerror(inj), name);
-	else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-		snprintf(why, sizeof why, "the descriptor for %s is not a regular file", name);
-	else if ((uint64_t)st.st_size != size)
-		snprintf(why, sizeof why, "the descriptor for %s has %lld bytes, not %llu", name,
-			 (long long)st.st_size, (unsigned long long)size);
-	if (why[0]) {
-		if (fd >= 0)
-			close(fd);
-		*used = 0;
-		return cf_bkp_send(s, BKF_FD_FAIL, why, strlen(why), NULL, 0);
-	}
-	pg->total += size;
-	pg->phase = "logs";
-	rc = cf_archive_file_begin(w, name);
-	if (rc == COFFER_OK)
-		cf_archive_file_expect(w, size);
-	/* Read straight into the set's block buffers. */
-	for (uint64_t off = 0; rc == COFFER_OK && off < size;) {
-		void *dst;
-		size_t room;
-		rc = cf_archive_file_reserve(w, &dst, &room);
-		if (rc)
-			break;
-		size_t n = size - off < room ? (size_t)(size - off) : room;
-		rc = cf_pread_full(fd, name, dst, n, off);
-		int rc2 = cf_archive_file_commit(w, rc ? 0 : n);
-		if (rc == COFFER_OK)
-			rc = rc2;
-		off += n;
-		pg->done += n;
-		progress_show(pg, 0);
-	}
-	close(fd);
-	if (rc == COFFER_OK)
-		rc = cf_archive_file_end(w);
-	if (rc)
-		return rc; /* the set is broken now: the backup fails (and aborts) */
-	*used = 1;
-	return cf_bkp_send(s, BKF_FD_OK, NULL, 0, NULL, 0);
+	struct progress *pg = t->arg;
+	pg->phase = t->phase;
+	pg->done = t->done;
+	pg->total = t->total;
+	progress_show(pg, 0);
 }
 
 static void hex_id(const uint8_t b[16], char out[33])
@@ -416,8 +338,6 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 	int connected = 0, rc, visible = 0;
 	uint8_t *buf = malloc(CF_BKP_MAX_PAYLOAD);
 	struct coffer_backup_info bi;
-	struct cf_bkp_rx rx;
-	int rx_made = 0;
 	cf_set_meta meta = {0};
 	uint8_t endp[16] = {0};
 	if (buf == NULL)
@@ -455,149 +375,15 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 		goto err;
 	}
 
-	uint16_t t;
-	uint32_t len;
-	CF_GO(rc, cf_bkp_recv(&conn.s, &t, buf, &len));
-	if (t != BKF_INFO) {
-		rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer), "expected INFO, got frame %u", t);
+	struct cf_take tk = {.s = &conn.s, .w = w, .buf = buf, .fast = fast, .tick = take_tick, .arg = &pg};
+	rc = cf_take_stream(&tk);
+	bi = tk.bi;
+	pg.phase = tk.phase;
+	pg.done = tk.done;
+	pg.total = tk.total;
+	if (rc)
 		goto err;
-	}
-	CF_GO(rc, cf_bkp_info_decode(buf, len, &bi));
-	pg.total = bi.npages * bi.page_size;
-	pg.phase = bi.npages ? "database" : "logs";
-
-	/* Files until the last generation has ended. DATA payloads are received
-	 * straight into the set's block buffers (cf_archive_file_reserve), and
-	 * their frame checked there; other frames into BUF. */
-	int in_file = 0, rolled = 0;
-	uint64_t fsize = 0, fgot = 0;
-	uint32_t expect_gen = bi.gen_first, last_done = 0, stats_fast = 0;
-	CF_GO(rc, cf_bkp_rx_init(&rx));
-	rx_made = 1;
-	for (;;) {
-		int pfd = -1;
-		CF_GO(rc, cf_bkp_rx_head(&conn.s, &rx, fast ? &pfd : NULL));
-		t = rx.type;
-		len = rx.len;
-		if (t == BKF_DATA && in_file && pfd < 0) {
-			CF_GO(rc, within_file(&conn.s, fgot, len, fsize));
-			while (rx.left) {
-				void *dst;
-				size_t room;
-				CF_GO(rc, cf_archive_file_reserve(w, &dst, &room));
-				size_t n = rx.left < room ? rx.left : room;
-				rc = cf_bkp_rx_read(&conn.s, &rx, dst, n);
-				int rc2 = cf_archive_file_commit(w, rc ? 0 : n);
-				CF_GO(rc, rc ? rc : rc2);
-			}
-			/* A damaged frame fails the backup: its bytes never reach a visible set. */
-			CF_GO(rc, cf_bkp_rx_end(&conn.s, &rx, NULL));
-			fgot += len;
-			pg.done += len;
-			progress_show(&pg, 0);
-			continue;
-		}
-		if (t == BKF_ZEROS && in_file && pfd < 0) {
-			uint32_t zn;
-			CF_GO(rc, cf_bkp_rx_read(&conn.s, &rx, buf, len));
-			CF_GO(rc, cf_bkp_rx_end(&conn.s, &rx, NULL));
-			CF_GO(rc, cf_bkp_zeros_decode(buf, len, &zn));
-			CF_GO(rc, within_file(&conn.s, fgot, zn, fsize));
-			CF_GO(rc, put_zeros(w, zn));
-			fgot += zn;
-			pg.done += zn;
-			progress_show(&pg, 0);
-			continue;
-		}
-		rc = cf_bkp_rx_read(&conn.s, &rx, buf, len);
-		if (rc == COFFER_OK)
-			rc = cf_bkp_rx_end(&conn.s, &rx, buf);
-		if (rc) {
-			if (pfd >= 0)
-				close(pfd);
-			goto err;
-		}
-		if (t == BKF_FILE_FD && !in_file && rolled) {
-			uint32_t gen = 0;
-			int used = 0;
-			rc = take_fd_file(&conn.s, w, buf, len, pfd, &gen, &used, &pg);
-			pfd = -1;
-			if (rc)
-				goto err;
-			if (gen != expect_gen) {
-				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer, CF_GEN(gen)),
-					      "the server offered log generation %u, expected %u", gen, expect_gen);
-				goto err;
-			}
-			if (used) {
-				expect_gen++;
-				stats_fast++;
-				if (expect_gen > bi.gen_last) {
-					last_done = bi.gen_last;
-					break;
-				}
-			} else {
-				fast = 0; /* the server sends this and the rest over the stream */
-			}
-			continue;
-		}
-		if (pfd >= 0) {
-			close(pfd);
-			rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer),
-				      "the server passed a descriptor with frame %u", t);
-			goto err;
-		}
-		if (t == BKF_FILE && !in_file) {
-			char name[64];
-			uint32_t gen;
-			CF_GO(rc, cf_bkp_file_decode(buf, len, name, sizeof name, &fsize));
-			CF_GO(rc, cf_archive_name_check(name, strlen(name), conn.s.peer, &gen));
-			if (gen && !rolled) {
-				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer, CF_GEN(gen)),
-					      "the server sent log generation %u before it rolled the log", gen);
-				goto err;
-			}
-			if (gen && gen != expect_gen) {
-				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer, CF_GEN(gen)),
-					      "the server sent log generation %u, expected %u", gen, expect_gen);
-				goto err;
-			}
-			CF_GO(rc, cf_archive_file_begin(w, name));
-			cf_archive_file_expect(w, fsize);
-			in_file = 1;
-			fgot = 0;
-			if (gen) {
-				pg.phase = "logs";
-				pg.total += fsize;
-				expect_gen++;
-			}
-		} else if (t == BKF_FILE_END && in_file) {
-			if (fgot != fsize) {
-				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer),
-					      "a file ended after %llu of %llu bytes", (unsigned long long)fgot,
-					      (unsigned long long)fsize);
-				goto err;
-			}
-			CF_GO(rc, cf_archive_file_end(w));
-			in_file = 0;
-			if (rolled && expect_gen > bi.gen_last) {
-				last_done = bi.gen_last;
-				break;
-			}
-		} else if (t == BKF_ROLLED && !in_file && len == 4) {
-			memcpy(&bi.gen_last, buf, 4);
-			if (bi.gen_last < bi.gen_first) {
-				rc = CF_ERROR(COFFER_E_PROTOCOL, NULL, "rolled generation %u before the first %u",
-					      bi.gen_last, bi.gen_first);
-				goto err;
-			}
-			rolled = 1;
-		} else {
-			rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer),
-				      "unexpected backup frame %u from %s", t, conn.s.peer);
-			goto err;
-		}
-	}
+	uint32_t last_done = tk.last_done, stats_fast = tk.fast_files;
 
 	/* Complete and durable before the server may truncate anything. */
 	pg.phase = "finishing";
@@ -629,7 +415,8 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 		goto err;
 	}
 	CF_GO(rc, cf_bkp_send(&conn.s, BKF_CONFIRM, &last_done, 4, NULL, 0));
-	t = 0;
+	uint16_t t = 0;
+	uint32_t len;
 	rc = cf_bkp_recv(&conn.s, &t, buf, &len);
 	if (rc == COFFER_OK && (t != BKF_END || len != 16))
 		rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = conn.s.peer), "expected END, got frame %u", t);
@@ -642,7 +429,6 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 		cf_conn_close(&conn);
 		summary(json, quiet, out, &bi, &pg, bytes_out, conn.s.bytes_in, stats_fast, NULL);
 		client_event(COFFER_EV_BACKUP_FAILED, out, coffer_backup_type_name(bi.type));
-		cf_bkp_rx_free(&rx);
 		free(buf);
 		return rc;
 	}
@@ -653,7 +439,6 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 	connected = 0;
 	summary(json, quiet, out, &bi, &pg, bytes_out, conn.s.bytes_in, stats_fast, endp);
 	client_event(COFFER_EV_BACKUP_COMPLETED, out, coffer_backup_type_name(bi.type));
-	cf_bkp_rx_free(&rx);
 	free(buf);
 	return COFFER_OK;
 err:
@@ -674,8 +459,6 @@ err:
 		*(coffer_error *)coffer_error_last() = e;
 	}
 	client_event(COFFER_EV_BACKUP_FAILED, out, coffer_backup_type_name(type));
-	if (rx_made)
-		cf_bkp_rx_free(&rx);
 	free(buf);
 	return rc;
 }

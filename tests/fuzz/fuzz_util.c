@@ -9,9 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
 
+#include "backup/proto.h"
 #include "fuzz_util.h"
 
 static char tmpdir[PATH_MAX];
@@ -159,4 +163,56 @@ const uint8_t *fz_take(struct fz_in *in, size_t n, size_t *len)
 	in->n -= n;
 	*len = n;
 	return p;
+}
+
+/* ---- backup frames (src/backup/proto.h) ---- */
+
+static void fix_frame_sums(uint8_t *b, size_t n)
+{
+	for (size_t pos = 0; n - pos >= CF_BKP_HDR;) {
+		uint8_t *h = b + pos;
+		uint32_t len;
+		memcpy(&len, h + 8, 4);
+		if (len > CF_BKP_MAX_PAYLOAD || len > n - pos - CF_BKP_HDR)
+			break;
+		uint8_t hz[CF_BKP_HDR];
+		memcpy(hz, h, CF_BKP_HDR);
+		memset(hz + 16, 0, 8);
+		XXH3_state_t st;
+		XXH3_64bits_reset(&st);
+		XXH3_64bits_update(&st, hz, CF_BKP_HDR);
+		XXH3_64bits_update(&st, h + CF_BKP_HDR, len);
+		uint64_t sum = XXH3_64bits_digest(&st);
+		memcpy(h + 16, &sum, 8);
+		pos += CF_BKP_HDR + len;
+	}
+}
+
+int fz_peer_socket(const uint8_t *p, size_t n, int fix)
+{
+	uint8_t *in = malloc(n ? n : 1);
+	if (in == NULL)
+		fz_die("no memory");
+	memcpy(in, p, n);
+	if (fix)
+		fix_frame_sums(in, n);
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		fz_die("socketpair: %s", strerror(errno));
+	int big = 1 << 20;
+	setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+	setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+	const uint8_t *q = in;
+	while (n > 0) {
+		ssize_t k = send(sv[1], q, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		q += k;
+		n -= (size_t)k;
+	}
+	close(sv[1]);
+	free(in);
+	return sv[0];
 }

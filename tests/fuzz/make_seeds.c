@@ -13,6 +13,9 @@
  *                 keys with a branch, an overflow value, a second tree, a
  *                 free list), pages with their free middle cut out
  *   backup_frame  the frames of a backup as cf_bkp_send sends them
+ *   backup_stream a whole full backup a client accepts (DATA and ZEROS,
+ *                 coffer.db of 3 pages, one log generation), in each kind
+ *                 of set, and one whose generation is offered by descriptor
  *   evlog         event log files written by coffer_event_write
  *   archive       backup sets written by cf_archive_* (compressed, with a
  *                 real 1 MiB log generation; uncompressed, with a cut log)
@@ -286,22 +289,50 @@ static void seeds_page(const char *store, uint32_t ps, unsigned psbits, const ch
 
 /* ---- backup_frame ---- */
 
-static void seeds_frames(void)
+/* A socket pair whose first end takes frames (cf_bkp_send on *S). */
+static void frames_open(int sv[2], struct cf_stream *s)
 {
-	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
 		fz_die("socketpair: %s", strerror(errno));
 	int big = 1 << 20;
 	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
-	struct cf_stream s = {.fd = sv[0], .peer = "seed"};
-	struct coffer_backup_info bi = {.type = COFFER_BACKUP_FULL, .page_size = 4096, .npages = 2,
+	memset(s, 0, sizeof *s);
+	s->fd = sv[0];
+	strcpy(s->peer, "seed");
+}
+
+/* The bytes sent on the pair into OUT (at most CAP); the pair closed. */
+static size_t frames_close(int sv[2], uint8_t *out, size_t cap)
+{
+	shutdown(sv[0], SHUT_WR);
+	size_t n = 0;
+	ssize_t k;
+	while ((k = read(sv[1], out + n, cap - n)) > 0)
+		n += (size_t)k;
+	close(sv[0]);
+	close(sv[1]);
+	return n;
+}
+
+/* The INFO of a full backup of NPAGES 4 KiB pages, generation 1. */
+static void full_info(uint8_t info[CF_BKP_INFO_LEN], uint64_t npages, int id)
+{
+	struct coffer_backup_info bi = {.type = COFFER_BACKUP_FULL, .page_size = 4096, .npages = npages,
 					.redo_lsn = CF_LSN(1, 4096), .gen_first = 1, .gen_last = 1,
 					.start_us = 1700000000000000};
-	memset(bi.id, 1, 16);
-	memset(bi.signature, 2, 16);
+	memset(bi.id, id, 16);
+	memset(bi.signature, id + 1, 16);
 	strcpy(bi.who, "uid 1000");
-	uint8_t info[CF_BKP_INFO_LEN], data[512];
 	cf_bkp_info_encode(&bi, info);
+}
+
+static void seeds_frames(void)
+{
+	int sv[2];
+	struct cf_stream s;
+	frames_open(sv, &s);
+	uint8_t info[CF_BKP_INFO_LEN], data[512];
+	full_info(info, 2, 1);
 	for (size_t i = 0; i < sizeof data; i++)
 		data[i] = (uint8_t)i;
 	uint64_t size = sizeof data;
@@ -330,18 +361,62 @@ static void seeds_frames(void)
 	ok(cf_bkp_send(&s, BKF_CONFIRM, &gen, sizeof gen, NULL, 0), "send");
 	ok(cf_bkp_send(&s, BKF_ABORT, NULL, 0, NULL, 0), "send");
 	ok(cf_bkp_send_error(&s, &e), "send");
-	shutdown(sv[0], SHUT_WR);
 	static uint8_t buf[SEED_MAX];
-	size_t n = 0;
-	ssize_t k;
-	while ((k = read(sv[1], buf + n, sizeof buf - n)) > 0)
-		n += (size_t)k;
-	close(sv[0]);
-	close(sv[1]);
+	size_t n = frames_close(sv, buf, sizeof buf);
 	size_t skip = sizeof line - 1;
 	seed("backup_frame", "session-with-reply-line", 0x02, buf, n, NULL, 0);
 	seed("backup_frame", "frames", 0x00, buf + skip, n - skip, NULL, 0);
 	seed("backup_frame", "frames-fix", 0x01, buf + skip, n - skip, NULL, 0);
+}
+
+/* ---- backup_stream ---- */
+
+/* The frames of a full backup as cofferd sends them after its answer line:
+ * coffer.db of 3 pages (DATA, then a ZEROS run), ROLLED 1, then generation
+ * 1 as a stream (FILE) or, with FD, offered by descriptor (FILE_FD; the
+ * harness passes none, so the client answers FD_FAIL). */
+static size_t stream_frames(uint8_t *out, size_t cap, int fd)
+{
+	int sv[2];
+	struct cf_stream s;
+	frames_open(sv, &s);
+	uint8_t info[CF_BKP_INFO_LEN], page[8192];
+	full_info(info, 3, 3);
+	for (size_t i = 0; i < sizeof page; i++)
+		page[i] = (uint8_t)(i * 7);
+	uint64_t db = 3 * 4096, lg = 8192;
+	uint32_t gen = 1, z4k = 4096;
+	ok(cf_bkp_send(&s, BKF_INFO, info, sizeof info, NULL, 0), "send");
+	ok(cf_bkp_send_file(&s, "coffer.db", db), "send");
+	ok(cf_bkp_send(&s, BKF_DATA, page, sizeof page, NULL, 0), "send");
+	ok(cf_bkp_send(&s, BKF_ZEROS, &z4k, 4, NULL, 0), "send");
+	ok(cf_bkp_send(&s, BKF_FILE_END, &db, sizeof db, NULL, 0), "send");
+	ok(cf_bkp_send(&s, BKF_ROLLED, &gen, sizeof gen, NULL, 0), "send");
+	if (fd) {
+		uint8_t p[10 + 18];
+		uint16_t l = 18;
+		memcpy(p, &lg, 8);
+		memcpy(p + 8, &l, 2);
+		memcpy(p + 10, "log/0000000001.log", 18);
+		ok(cf_bkp_send(&s, BKF_FILE_FD, p, sizeof p, NULL, 0), "send");
+	}
+	ok(cf_bkp_send_file(&s, "log/0000000001.log", lg), "send");
+	ok(cf_bkp_send(&s, BKF_DATA, page, 4096, NULL, 0), "send");
+	ok(cf_bkp_send(&s, BKF_ZEROS, &z4k, 4, NULL, 0), "send");
+	ok(cf_bkp_send(&s, BKF_FILE_END, &lg, sizeof lg, NULL, 0), "send");
+	return frames_close(sv, out, cap);
+}
+
+static void seeds_stream(void)
+{
+	static uint8_t b[SEED_MAX];
+	size_t n = stream_frames(b, sizeof b, 0);
+	seed("backup_stream", "full", 0x00, b, n, NULL, 0);
+	seed("backup_stream", "full-fix", 0x01, b, n, NULL, 0);
+	seed("backup_stream", "full-zstd", 0x04, b, n, NULL, 0);
+	seed("backup_stream", "full-dir", 0x08, b, n, NULL, 0);
+	n = stream_frames(b, sizeof b, 1);
+	seed("backup_stream", "full-fd-offer", 0x03, b, n, NULL, 0);
 }
 
 /* ---- evlog ---- */
@@ -519,6 +594,7 @@ int main(int argc, char **argv)
 	seeds_page(tree8, 8192, 1, "8k");
 	seeds_page(small, 4096, 0, "4k-small");
 	seeds_frames();
+	seeds_stream();
 	seeds_evlog(tmp);
 	seeds_archive(tmp, small);
 	seeds_resp();
