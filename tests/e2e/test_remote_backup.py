@@ -316,6 +316,41 @@ def test_remote_refusal(case, coffer_bin, net, remote, pki, work):
     assert not [e for e in logged if e["id"] == 1200], "a backup started for a refused client: %s" % logged
 
 
+@pytest.mark.parametrize("via", ["127.0.0.1", "localhost"])
+def test_certificate_of_our_ca_for_another_server_is_refused(coffer_bin, cofferd_bin, pki, work, via):
+    """A certificate signed by the trusted CA but issued to another server
+    (its names and addresses are not the one dialled) must be refused like an
+    untrusted one: the CA vouches for whom the certificate names, no more.
+    Dialled by address, the IP SANs must match; by name, the DNS SANs."""
+    d = os.path.join(work, "other-name-" + via)
+    os.makedirs(d)
+    pkid = os.path.dirname(pki["ca"])
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-new", *ec, "-subj", "/CN=other.example", "-keyout", "other.key", "-out", "other.csr", cwd=d)
+    with open(os.path.join(d, "san.cnf"), "w") as f:
+        f.write("subjectAltName=DNS:other.example,IP:10.99.99.99\n")
+    openssl("x509", "-req", "-in", "other.csr", "-CA", os.path.join(pkid, "ca.pem"), "-CAkey",
+            os.path.join(pkid, "ca.key"), "-CAcreateserial", "-days", "2", "-extfile", "san.cnf",
+            "-out", "other.pem", cwd=d)
+    s = Server(cofferd_bin, os.path.join(d, "data"), sock=os.path.join(d, "s.sock"), listen=["127.0.0.1:0"],
+               args=["--tls-cert", os.path.join(d, "other.pem"), "--tls-key", os.path.join(d, "other.key"),
+                     "--password-file", pki["pw"]])
+    try:
+        addr = "%s:%d" % (via, s.tcp[0][1])
+        out = os.path.join(d, "x.cbk")
+        o = local(coffer_bin, "--server", addr, "--tls-ca", pki["ca"], "--password-file", pki["pw"], "backup",
+                  "-o", out, timeout=60)
+        seen = events(coffer_bin, s.data, 1200)
+    finally:
+        rc = s.stop()
+    assert rc == 0, s.log()
+    mismatch = "IP address mismatch" if via[0].isdigit() else "hostname mismatch"
+    check_refusal(dict(name="COFFER_E_TLS", code=106, what=[addr, "cannot be trusted", mismatch],
+                       hint=["--tls-ca"]), o, {})
+    assert not os.path.exists(out), "a refused backup left a set"
+    assert seen == [], "a backup started for a client that refused the server: %s" % seen
+
+
 # ---------------------------------------------------------------- zero runs
 
 
