@@ -131,7 +131,8 @@ int srv_auth_check_password(struct srv *s, const char *pw, size_t len)
 
 static int rate_take(struct srv *s, int id, unsigned *dropped)
 {
-	int k = id == COFFER_EV_PROTOCOL_ERROR || id == COFFER_EV_CLIENT_TIMEOUT;
+	int k = id == COFFER_EV_PROTOCOL_ERROR || id == COFFER_EV_CLIENT_TIMEOUT ||
+		id == COFFER_EV_TLS_HANDSHAKE_FAILED;
 	int64_t now = srv_mono_us();
 	int ok;
 	pthread_mutex_lock(&s->rate_mu);

@@ -700,8 +700,30 @@ static void do_accept(struct srv_loop *L, struct listener *l)
 
 /* ---- I/O ---- */
 
+/* A TLS handshake that failed on OpenSSL's side (an alert from the client,
+ * or bytes that are not TLS): event 1014 with OpenSSL's reason and what it
+ * usually means. A client that connects and goes away says nothing. */
+static void tls_handshake_failed(struct srv_loop *L, struct conn *c)
+{
+	unsigned long err = ERR_peek_error();
+	const char *why = err ? ERR_reason_error_string(err) : NULL;
+	char reason[256];
+	snprintf(reason, sizeof reason, "%s", why ? why : "unknown TLS error");
+	const char *gloss = "";
+	if (strstr(reason, "unknown ca") || strstr(reason, "bad certificate") ||
+	    strstr(reason, "certificate unknown") || strstr(reason, "handshake failure"))
+		gloss = ": the client does not trust this server's certificate (its CA, or the names in it)";
+	else if (strstr(reason, "wrong version number") || strstr(reason, "http request") ||
+		 strstr(reason, "packet length too long") || strstr(reason, "record layer failure"))
+		gloss = ": the client does not speak TLS on this port";
+	char full[384];
+	snprintf(full, sizeof full, "%s%s", reason, gloss);
+	srv_event_async(L->s, COFFER_EV_TLS_HANDSHAKE_FAILED, "PEER", c->peer, "REASON", full,
+			"the TLS handshake with %s failed: %s; connection closed", c->peer, full);
+}
+
 /* Receive into P: > 0 bytes, 0 at EOF, -1 would block, -2 error. */
-static ssize_t conn_recv(struct conn *c, char *p, size_t n)
+static ssize_t conn_recv(struct srv_loop *L, struct conn *c, char *p, size_t n)
 {
 	if (c->ssl) {
 		size_t got = 0;
@@ -709,6 +731,8 @@ static ssize_t conn_recv(struct conn *c, char *p, size_t n)
 		if (r == 1)
 			return (ssize_t)got;
 		int e = SSL_get_error(c->ssl, r);
+		if (e == SSL_ERROR_SSL && !SSL_is_init_finished(c->ssl))
+			tls_handshake_failed(L, c);
 		ERR_clear_error();
 		if (e == SSL_ERROR_WANT_READ) {
 			c->readable = 0;
@@ -890,7 +914,7 @@ static int conn_read(struct srv_loop *L, struct conn *c)
 			p = c->in.buf + c->in.w;
 			n = c->in.cap - c->in.w;
 		}
-		ssize_t k = conn_recv(c, p, n);
+		ssize_t k = conn_recv(L, c, p, n);
 		if (k > 0) {
 			/* A short read drained the socket: with edge-triggered epoll
 			 * the next arrival is a new event (saves a read per request). */

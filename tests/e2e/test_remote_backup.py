@@ -255,9 +255,12 @@ REFUSALS = [
          events=[(1011, {"PEER": peer_is_client})]),
     # The client trusts another CA: it refuses the server's certificate,
     # naming the verification error and the CA file it checked against.
+    # The server hears the client's alert: event 1014 names the peer and says
+    # the client does not trust the certificate.
     dict(id="untrusted_certificate", ca="other_ca", code=106, name="COFFER_E_TLS",
          what=["{addr}", "cannot be trusted", "unable to get local issuer certificate", "{other_ca}"],
-         hint=["--tls-ca"], events=None),
+         hint=["--tls-ca"],
+         events=[(1014, {"PEER": peer_is_client, "REASON": lambda v: "unknown ca" in v and "does not trust" in v})]),
     # No password at all: the server answers NOAUTH to COFFER.BACKUP; that
     # refusal must be in the server's events too (1010, or 1011).
     dict(id="no_password", pw=None, code=131, name="COFFER_E_AUTH_REQUIRED",
@@ -267,7 +270,8 @@ REFUSALS = [
     # COFFER_E_TLS covers "a peer that does not speak TLS"; the operator must
     # be told to look at TLS, not at a server crash.
     dict(id="plain_client_on_tls_port", ca=None, code=106, name="COFFER_E_TLS",
-         what=["{addr}", "TLS"], hint=["--tls-ca"], events=None),
+         what=["{addr}", "TLS"], hint=["--tls-ca"],
+         events=[(1014, {"PEER": peer_is_client, "REASON": lambda v: "does not speak TLS" in v})]),
 ]
 
 
@@ -341,9 +345,15 @@ def test_certificate_of_our_ca_for_another_server_is_refused(coffer_bin, cofferd
         o = local(coffer_bin, "--server", addr, "--tls-ca", pki["ca"], "--password-file", pki["pw"], "backup",
                   "-o", out, timeout=60)
         seen = events(coffer_bin, s.data, 1200)
+        end = deadline(5)
+        while not events(coffer_bin, s.data, 1014) and time.monotonic() < end:
+            time.sleep(0.05)
+        told = events(coffer_bin, s.data, 1014)
     finally:
         rc = s.stop()
     assert rc == 0, s.log()
+    # The server heard the client's alert and says so (event 1014).
+    assert told and "bad certificate" in told[0]["fields"]["REASON"], told
     mismatch = "IP address mismatch" if via[0].isdigit() else "hostname mismatch"
     check_refusal(dict(name="COFFER_E_TLS", code=106, what=[addr, "cannot be trusted", mismatch],
                        hint=["--tls-ca"]), o, {})
