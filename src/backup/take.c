@@ -112,10 +112,10 @@ int cf_take_stream(struct cf_take *t)
 	uint8_t *buf = t->buf;
 	int fast = t->fast, rc;
 	struct cf_bkp_rx rx;
-	int rx_made = 0;
 	t->done = t->total = 0;
-	t->last_done = t->fast_files = 0;
+	t->fast_files = 0;
 	t->phase = "starting";
+	CF_RET(cf_bkp_rx_init(&rx));
 	uint16_t type;
 	uint32_t len;
 	CF_GO(rc, cf_bkp_recv(s, &type, buf, &len));
@@ -133,8 +133,6 @@ int cf_take_stream(struct cf_take *t)
 	int in_file = 0, rolled = 0;
 	uint64_t fsize = 0, fgot = 0;
 	uint32_t expect_gen = t->bi.gen_first;
-	CF_GO(rc, cf_bkp_rx_init(&rx));
-	rx_made = 1;
 	for (;;) {
 		int pfd = -1;
 		CF_GO(rc, cf_bkp_rx_head(s, &rx, fast ? &pfd : NULL));
@@ -193,10 +191,8 @@ int cf_take_stream(struct cf_take *t)
 			if (used) {
 				expect_gen++;
 				t->fast_files++;
-				if (expect_gen > t->bi.gen_last) {
-					t->last_done = t->bi.gen_last;
+				if (expect_gen > t->bi.gen_last)
 					break;
-				}
 			} else {
 				fast = 0; /* the server sends this and the rest over the stream */
 			}
@@ -241,15 +237,14 @@ int cf_take_stream(struct cf_take *t)
 			}
 			CF_GO(rc, cf_archive_file_end(w));
 			in_file = 0;
-			if (rolled && expect_gen > t->bi.gen_last) {
-				t->last_done = t->bi.gen_last;
+			if (rolled && expect_gen > t->bi.gen_last)
 				break;
-			}
 		} else if (type == BKF_ROLLED && !in_file && len == 4) {
 			memcpy(&t->bi.gen_last, buf, 4);
 			if (t->bi.gen_last < t->bi.gen_first) {
-				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer), "rolled generation %u before the first %u",
-					      t->bi.gen_last, t->bi.gen_first);
+				rc = CF_ERROR(COFFER_E_PROTOCOL, CF_OBJ(.peer = s->peer),
+					      "rolled generation %u before the first %u", t->bi.gen_last,
+					      t->bi.gen_first);
 				goto err;
 			}
 			rolled = 1;
@@ -263,7 +258,6 @@ int cf_take_stream(struct cf_take *t)
 	cf_bkp_rx_free(&rx);
 	return COFFER_OK;
 err:
-	if (rx_made)
-		cf_bkp_rx_free(&rx);
+	cf_bkp_rx_free(&rx);
 	return rc;
 }

@@ -32,10 +32,11 @@ struct cf_take {
 	void (*tick)(struct cf_take *t); /* after each piece of data, if set */
 	void *arg;      /* the caller's, for tick */
 	/* out */
-	struct coffer_backup_info bi; /* INFO, with gen_last from ROLLED */
+	struct coffer_backup_info bi; /* INFO, with gen_last from ROLLED: on
+					 success every generation through it is
+					 in the set */
 	const char *phase;            /* "database", "logs" */
 	uint64_t done, total;         /* bytes of files taken, announced */
-	uint32_t last_done;           /* the last generation stored */
 	uint32_t fast_files;          /* generations taken by descriptor */
 };
 

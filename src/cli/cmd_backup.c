@@ -135,14 +135,18 @@ static void client_event(int id, const char *set, const char *type)
 	coffer_evlog_close(ev);
 }
 
-/* The progress line follows the stream (cf_take's tick). */
-static void take_tick(struct cf_take *t)
+/* The progress line follows the stream. */
+static void take_sync(struct progress *pg, const struct cf_take *t)
 {
-	struct progress *pg = t->arg;
 	pg->phase = t->phase;
 	pg->done = t->done;
 	pg->total = t->total;
-	progress_show(pg, 0);
+}
+
+static void take_tick(struct cf_take *t)
+{
+	take_sync(t->arg, t);
+	progress_show(t->arg, 0);
 }
 
 static void hex_id(const uint8_t b[16], char out[33])
@@ -378,12 +382,10 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 	struct cf_take tk = {.s = &conn.s, .w = w, .buf = buf, .fast = fast, .tick = take_tick, .arg = &pg};
 	rc = cf_take_stream(&tk);
 	bi = tk.bi;
-	pg.phase = tk.phase;
-	pg.done = tk.done;
-	pg.total = tk.total;
+	take_sync(&pg, &tk);
 	if (rc)
 		goto err;
-	uint32_t last_done = tk.last_done, stats_fast = tk.fast_files;
+	uint32_t last_done = bi.gen_last, stats_fast = tk.fast_files;
 
 	/* Complete and durable before the server may truncate anything. */
 	pg.phase = "finishing";

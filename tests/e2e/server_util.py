@@ -4,6 +4,7 @@ talk RESP over a raw socket, stop it by pid.
 Every wait has a deadline; the deadlines grow with SLOW in sanitizer builds
 (COFFER_BUILD_DIR ending in -asan), which run 3-5 times slower.
 """
+import json
 import os
 import re
 import signal
@@ -22,7 +23,6 @@ def reliability(kind, **fields):
     (COFFER_RELIABILITY_OUT names the file; one JSON line each)."""
     path = os.environ.get("COFFER_RELIABILITY_OUT")
     if path:
-        import json
         with open(path, "a") as f:
             f.write(json.dumps(dict(kind=kind, **fields)) + "\n")
 
@@ -396,12 +396,14 @@ class FakeBackupServer(threading.Thread):
     the client's COFFER.BACKUP request (kept in .request), answers REPLY
     (a RESP line), then calls SCRIPT(self), which speaks frames through
     send()/frame()/recv_frame(). Whatever the script does, the connection is
-    closed at its end. .frames_in: the types of the frames the client sent."""
+    closed at its end. .frames_in: the types of the frames the client sent;
+    .error: the OSError that ended it (the client hung up: expected in the
+    hostile cases); .bug: any other exception (a broken script: a failure)."""
 
     def __init__(self, path, script, reply=b"+COFFER-BACKUP 1 ZEROS\r\n"):
         super().__init__(daemon=True)
         self.path, self.script, self.reply = path, script, reply
-        self.request, self.frames_in, self.error = b"", [], None
+        self.request, self.frames_in, self.error, self.bug = b"", [], None, None
         self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.lsock.bind(path)
         self.lsock.listen(1)
@@ -473,5 +475,7 @@ class FakeBackupServer(threading.Thread):
             self.script(self)
         except OSError as e:  # the client went away: what the cases expect
             self.error = e
+        except Exception as e:  # noqa: BLE001 - reported by the test, not lost in the thread
+            self.bug = e
         finally:
             self.conn.close()

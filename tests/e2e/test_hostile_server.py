@@ -233,7 +233,7 @@ def run_against(coffer_bin, place, script, reply=None, fmt="file"):
                         "-o", out], capture_output=True, timeout=60 * SLOW, stdin=subprocess.DEVNULL)
     fake.join(30 * SLOW)
     assert not fake.is_alive(), "the fake server is still waiting: the client did not hang up"
-    assert fake.error is None or isinstance(fake.error, OSError), fake.error
+    assert fake.bug is None, "the fake server's script broke: %r" % fake.bug
     return p, out, out_dir, fake
 
 
@@ -285,6 +285,7 @@ def test_status_from_a_lying_server_shows_no_control_characters(coffer_bin, plac
     fake.start()
     p = subprocess.run([coffer_bin, "--server", "unix:" + sock, "status"], capture_output=True, timeout=60 * SLOW)
     fake.join(30 * SLOW)
+    assert fake.bug is None, "the fake server's script broke: %r" % fake.bug
     assert b"COFFER.STATUS" in fake.request, fake.request
     assert p.returncode == 0, p.stderr
     assert b"pid 4242" in p.stdout, p.stdout
