@@ -261,3 +261,23 @@ err:
 	cf_bkp_rx_free(&rx);
 	return rc;
 }
+
+int cf_take_finish(struct cf_take *t, int64_t end_us)
+{
+	const struct coffer_backup_info *bi = &t->bi;
+	cf_set_meta meta;
+	memset(&meta, 0, sizeof meta);
+	memcpy(meta.set_id, bi->id, 16);
+	memcpy(meta.parent_id, bi->parent_id, 16);
+	memcpy(meta.signature, bi->signature, 16);
+	meta.type = bi->type;
+	meta.page_size = bi->page_size;
+	meta.gen_first = bi->gen_first;
+	meta.gen_last = bi->gen_last;
+	meta.redo_lsn = bi->redo_lsn;
+	meta.start_us = bi->start_us;
+	meta.end_us = end_us;
+	cf_archive_writer *w = t->w;
+	t->w = NULL;
+	return cf_archive_finish(w, &meta);
+}

@@ -44,4 +44,9 @@ struct cf_take {
  * log generation has ended; else the first error, the set unfinished. */
 int cf_take_stream(struct cf_take *t);
 
+/* After cf_take_stream succeeded: finish the set (cf_archive_finish, which
+ * frees T->w in every case) with the manifest's identity taken from T->bi,
+ * ended at END_US. */
+int cf_take_finish(struct cf_take *t, int64_t end_us);
+
 #endif

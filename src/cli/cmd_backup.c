@@ -342,7 +342,6 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 	int connected = 0, rc, visible = 0;
 	uint8_t *buf = malloc(CF_BKP_MAX_PAYLOAD);
 	struct coffer_backup_info bi;
-	cf_set_meta meta = {0};
 	uint8_t endp[16] = {0};
 	if (buf == NULL)
 		return CF_ERROR(COFFER_E_NOMEM, NULL, "no memory for the backup buffer");
@@ -390,18 +389,8 @@ int cmd_backup(struct cli *cli, int argc, char **argv)
 	/* Complete and durable before the server may truncate anything. */
 	pg.phase = "finishing";
 	progress_show(&pg, 0);
-	memcpy(meta.set_id, bi.id, 16);
-	memcpy(meta.parent_id, bi.parent_id, 16);
-	memcpy(meta.signature, bi.signature, 16);
-	meta.type = bi.type;
-	meta.page_size = bi.page_size;
-	meta.gen_first = bi.gen_first;
-	meta.gen_last = bi.gen_last;
-	meta.redo_lsn = bi.redo_lsn;
-	meta.start_us = bi.start_us;
-	meta.end_us = cf_time_now_us();
 	uint64_t bytes_out = cf_archive_bytes_out(w);
-	rc = cf_archive_finish(w, &meta);
+	rc = cf_take_finish(&tk, cf_time_now_us());
 	w = NULL;
 	if (rc)
 		goto err;

@@ -295,12 +295,13 @@ def test_kill9_during_writes_and_backups(cofferd_bin, coffer_bin):
             restored += 1
         kept = [s for s in ok if s["kept"]]
         su.reliability("crashloop", rounds=ROUNDS, survived=survived, acked=checked, lost=0,
-                    backups_ok=len(ok) - len(kept), backups_failed=state["failed"],
-                    backups_kept=len(kept), kept_recorded=sum(1 for s in kept if s["recorded"] is True),
-                    kept_not_recorded=sum(1 for s in kept if s["recorded"] is False),
-                    chains=len(chains), chain_breaks=0, restores_checked=restored, seed=seed)
+                       backups_ok=len(ok) - len(kept), backups_failed=state["failed"],
+                       backups_kept=len(kept), kept_recorded=sum(1 for s in kept if s["recorded"] is True),
+                       kept_not_recorded=sum(1 for s in kept if s["recorded"] is False),
+                       chains=len(chains), chain_breaks=0, restores_checked=restored, seed=seed)
     except AssertionError:
-        su.reliability("crashloop", rounds=ROUNDS, survived=survived, acked=checked, lost=None, failed=True, seed=seed)
+        su.reliability("crashloop", rounds=ROUNDS, survived=survived, acked=checked, lost=None, failed=True,
+                       seed=seed)
         raise
     finally:
         server.close()

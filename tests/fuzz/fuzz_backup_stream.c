@@ -93,19 +93,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct cf_take t = {.s = &s, .w = w, .buf = buf, .fast = (flags & 2) != 0};
 	int rc = cf_take_stream(&t);
 	if (rc == COFFER_OK) {
-		cf_set_meta meta;
-		memset(&meta, 0, sizeof meta);
-		memcpy(meta.set_id, t.bi.id, 16);
-		memcpy(meta.parent_id, t.bi.parent_id, 16);
-		memcpy(meta.signature, t.bi.signature, 16);
-		meta.type = t.bi.type;
-		meta.page_size = t.bi.page_size;
-		meta.gen_first = t.bi.gen_first;
-		meta.gen_last = t.bi.gen_last;
-		meta.redo_lsn = t.bi.redo_lsn;
-		meta.start_us = t.bi.start_us;
-		meta.end_us = t.bi.start_us;
-		rc = cf_archive_finish(w, &meta);
+		rc = cf_take_finish(&t, t.bi.start_us);
 		fz_debug("accepted: %u files taken, finish: %s", t.fast_files,
 			 rc ? coffer_error_last()->message : "ok");
 		if (rc == COFFER_OK) {
