@@ -1388,21 +1388,27 @@ static void *send_frames(void *arg)
 		rc = cf_bkp_send_error(&s, &e);
 	}
 	if (rc == 0) { /* a DATA frame damaged in transit: one payload byte flipped */
-		uint8_t h[CF_BKP_HDR] = {'C', 'B', 'K', '1', BKF_DATA, 0};
+		/* In a copy: the receiver compares FS->data with what it got
+		 * while this thread goes on (flipping it in place was a race). */
 		uint32_t len = 1000;
+		uint8_t *bad = malloc(len);
+		if (bad == NULL)
+			return (void *)(intptr_t)COFFER_E_NOMEM;
+		memcpy(bad, fs->data, len);
+		uint8_t h[CF_BKP_HDR] = {'C', 'B', 'K', '1', BKF_DATA, 0};
 		memcpy(h + 8, &len, 4);
 		XXH3_state_t *st = XXH3_createState();
 		XXH3_64bits_reset(st);
 		XXH3_64bits_update(st, h, sizeof h);
-		XXH3_64bits_update(st, fs->data, len);
+		XXH3_64bits_update(st, bad, len);
 		uint64_t sum = XXH3_64bits_digest(st);
 		XXH3_freeState(st);
 		memcpy(h + 16, &sum, 8);
-		fs->data[500] ^= 1;
+		bad[500] ^= 1;
 		rc = cf_stream_write(&s, h, sizeof h);
 		if (rc == 0)
-			rc = cf_stream_write(&s, fs->data, len);
-		fs->data[500] ^= 1;
+			rc = cf_stream_write(&s, bad, len);
+		free(bad);
 	}
 	return (void *)(intptr_t)rc;
 }
